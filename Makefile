@@ -1,0 +1,55 @@
+# vllm-lws-lab — the two commands of the README are `make run` and `make test`.
+# Both set up what they need (idempotently) on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: setup system-deps run lab test lint typecheck unit test-slow test-contract bench clean help
+
+help:
+	@echo "make run     set up, then run the whole lab headless on the local twin (reports/)"
+	@echo "make test    set up, then lint, type-check and run the whole test suite"
+	@echo "make lab     set up, start the local twin and open JupyterLab"
+	@echo "make bench   run the benchmarks (ratios measured side by side)"
+
+system-deps:
+	@bash scripts/setup-system.sh
+
+$(STAMP): pyproject.toml | system-deps
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -m pip install -q -e '.[dev]'
+	@$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $(STAMP)
+
+setup: system-deps $(STAMP)
+
+run: setup
+	$(BIN)/labctl lab run --out reports
+
+lab: setup
+	$(BIN)/labctl twin up
+	$(BIN)/jupyter lab notebooks/
+
+lint: setup
+	$(BIN)/ruff check labutils tests benchmarks
+	$(BIN)/ruff format --check labutils tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy labutils
+
+test: lint typecheck
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	-$(BIN)/labctl twin down 2>/dev/null
+	rm -rf reports/*.html reports/*.ipynb .pytest_cache .mypy_cache .ruff_cache

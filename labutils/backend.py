@@ -1,0 +1,137 @@
+"""The one interface notebooks use, whatever the target (``local`` twin or ``eks``).
+
+Both backends implement :class:`Backend` with the same method names and return types, so a
+notebook's only target-specific line is ``backend = get_backend()`` (which reads
+``LAB_TARGET``). Implementations: :class:`labutils.twin.TwinBackend` (local twin) and
+:class:`labutils.cluster.EksBackend` (real cluster through the ``kubernetes`` client).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import pandas as pd
+
+from labutils.config import lab_target
+
+__all__ = ["Backend", "Endpoints", "GroupEndpoint", "MetricsScrape", "get_backend"]
+
+
+@dataclass(frozen=True)
+class GroupEndpoint:
+    """One LWS group's leader: the only pod of a group that serves HTTP."""
+
+    zone: str
+    lws: str
+    group: str  # "<lws>-<g>", the leader pod's name
+    url: str  # base URL of the leader's server ("" where only reachable by API-server proxy)
+    ready: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where to send traffic: the gateway (the lab's entry point) and, for drills, each zone."""
+
+    gateway_url: str
+    model: str  # the served model name clients send
+    zone_urls: dict[str, str] = field(default_factory=dict)
+    groups: tuple[GroupEndpoint, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization from env
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per group leader, plus the gateway and zone entry points."""
+        rows: list[dict[str, Any]] = [
+            {
+                "kind": "gateway",
+                "zone": "*",
+                "name": "gateway",
+                "url": self.gateway_url,
+                "ready": True,
+            }
+        ]
+        rows += [
+            {"kind": "zone", "zone": z, "name": z, "url": u, "ready": True}
+            for z, u in self.zone_urls.items()
+        ]
+        rows += [
+            {"kind": "group", "zone": g.zone, "name": g.group, "url": g.url, "ready": g.ready}
+            for g in self.groups
+        ]
+        return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class MetricsScrape:
+    """One ``/metrics`` scrape of one group leader, as text, with when and where it came from."""
+
+    zone: str
+    group: str
+    time_s: float  # wall-clock (time.time()) at the end of the scrape
+    text: str
+    error: str | None = None  # set (and text empty) when the scrape failed
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Operations both targets offer (same names, same return types)."""
+
+    target: str
+
+    def apply(
+        self, rendered_dir: Path | None = None, *, wait: bool = True, timeout_s: float = 900.0
+    ) -> pd.DataFrame:
+        """Apply the rendered manifests; with ``wait``, return when every LWS is Available."""
+        ...
+
+    def wait_ready(self, timeout_s: float = 900.0) -> pd.DataFrame:
+        """Wait (with a progress bar) until every LWS is Available; return :meth:`status`."""
+        ...
+
+    def status(self) -> pd.DataFrame:
+        """One row per LWS: zone, replicas, ready_replicas, updated_replicas, conditions."""
+        ...
+
+    def groups(self) -> pd.DataFrame:
+        """One row per pod: zone, lws, group, role (leader/worker), node, ready, restarts."""
+        ...
+
+    def scale(self, lws: str, replicas: int) -> None:
+        """Set an LWS's replicas (groups) through its scale subresource."""
+        ...
+
+    def endpoints(self) -> Endpoints:
+        """The gateway, per-zone and per-group URLs."""
+        ...
+
+    def scrape_metrics(self) -> list[MetricsScrape]:
+        """Scrape every ready group leader's ``/metrics`` once."""
+        ...
+
+    def events(self) -> pd.DataFrame:
+        """Recent events of lab objects (scaling decisions, restarts, health changes)."""
+        ...
+
+    def reset(self, *, yes: bool = False) -> pd.DataFrame:
+        """Delete what the lab created (dry-run table unless ``yes``)."""
+        ...
+
+
+def get_backend(target: str | None = None, **options: Any) -> Backend:
+    """Return the backend for ``target`` (default ``$LAB_TARGET``, else ``local``).
+
+    Args:
+        target: ``local`` or ``eks``.
+        **options: passed to the backend (e.g. ``state_dir`` for the twin, ``kubeconfig`` and
+            ``context`` for EKS).
+    """
+    chosen = lab_target(target)
+    if chosen == "local":
+        module = importlib.import_module("labutils.twin")
+        backend: Backend = module.TwinBackend(**options)
+    else:
+        module = importlib.import_module("labutils.cluster")
+        backend = module.EksBackend(**options)
+    return backend

@@ -1,0 +1,233 @@
+"""GPUs, models and EC2 instance types the lab knows, from public datasheets and model configs.
+
+Sources (see ``../shared/reference/gpus-and-models.md``): NVIDIA datasheets for A10G, L4, L40S,
+A100 and H100/H200 (dense BF16 without sparsity); Hugging Face ``config.json`` of each model;
+EC2 instance-type pages for GPUs per instance. Prices are *not* here: they change, so they live
+in the dated, instructor-editable ``labutils/data/prices.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import yaml
+
+from labutils.errors import ConfigError
+
+__all__ = [
+    "GPUS",
+    "INSTANCE_TYPES",
+    "MODELS",
+    "GpuSpec",
+    "InstanceType",
+    "ModelSpec",
+    "gpu",
+    "instance_type",
+    "load_prices",
+    "model",
+]
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    """One GPU's datasheet numbers (dense BF16)."""
+
+    name: str
+    memory_bytes: int
+    bandwidth_bytes_per_s: float
+    bf16_flops: float
+    interconnect: str  # "nvlink" or "pcie"
+    interconnect_bytes_per_s: float
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A decoder-only transformer's shape, from its Hugging Face config."""
+
+    hf_id: str
+    alias: str
+    params: float
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    max_position_embeddings: int
+    chat: bool
+
+    @property
+    def weight_bytes(self) -> int:
+        """BF16 weight size (2 bytes per parameter)."""
+        return int(self.params * 2)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """KV-cache bytes per token in BF16: 2 (K and V) x layers x KV heads x head dim x 2."""
+        return 2 * self.layers * self.kv_heads * self.head_dim * 2
+
+
+@dataclass(frozen=True)
+class InstanceType:
+    """An EC2 GPU instance type."""
+
+    name: str
+    gpu: str
+    gpus: int
+    vcpus: int
+    memory_gib: int
+
+
+_GB = 1e9
+# Memory in GB as the datasheets give it (A10G "24 GB" is 24 GiB of usable GDDR6 in practice;
+# we use the GiB figure nvidia-smi reports, rounded down, to stay conservative).
+GPUS: dict[str, GpuSpec] = {
+    "a10g": GpuSpec("a10g", 22 * GIB, 600 * _GB, 70e12, "pcie", 32 * _GB),
+    "l4": GpuSpec("l4", 22 * GIB, 300 * _GB, 121e12, "pcie", 32 * _GB),
+    "l40s": GpuSpec("l40s", 44 * GIB, 864 * _GB, 362e12, "pcie", 32 * _GB),
+    "a100-40gb": GpuSpec("a100-40gb", 40 * GIB, 1555 * _GB, 312e12, "nvlink", 600 * _GB),
+    "a100-80gb": GpuSpec("a100-80gb", 80 * GIB, 2039 * _GB, 312e12, "nvlink", 600 * _GB),
+    "h100": GpuSpec("h100", 80 * GIB, 3350 * _GB, 989e12, "nvlink", 900 * _GB),
+    "h200": GpuSpec("h200", 141 * GIB, 4800 * _GB, 989e12, "nvlink", 900 * _GB),
+}
+
+MODELS: dict[str, ModelSpec] = {
+    m.alias: m
+    for m in (
+        ModelSpec(
+            "meta-llama/Llama-2-7b-chat-hf",
+            "llama-2-7b",
+            6.74e9,
+            32,
+            4096,
+            32,
+            32,
+            128,
+            32000,
+            4096,
+            True,
+        ),
+        ModelSpec(
+            "meta-llama/Llama-2-13b-chat-hf",
+            "llama-2-13b",
+            13.0e9,
+            40,
+            5120,
+            40,
+            40,
+            128,
+            32000,
+            4096,
+            True,
+        ),
+        ModelSpec(
+            "meta-llama/Llama-3.1-8B-Instruct",
+            "llama-3.1-8b",
+            8.03e9,
+            32,
+            4096,
+            32,
+            8,
+            128,
+            128256,
+            131072,
+            True,
+        ),
+        ModelSpec(
+            "meta-llama/Llama-3.1-70B-Instruct",
+            "llama-3.1-70b",
+            70.6e9,
+            80,
+            8192,
+            64,
+            8,
+            128,
+            128256,
+            131072,
+            True,
+        ),
+        ModelSpec(
+            "mistralai/Mistral-7B-Instruct-v0.3",
+            "mistral-7b",
+            7.25e9,
+            32,
+            4096,
+            32,
+            8,
+            128,
+            32768,
+            32768,
+            True,
+        ),
+    )
+}
+
+INSTANCE_TYPES: dict[str, InstanceType] = {
+    i.name: i
+    for i in (
+        InstanceType("g5.xlarge", "a10g", 1, 4, 16),
+        InstanceType("g5.2xlarge", "a10g", 1, 8, 32),
+        InstanceType("g5.12xlarge", "a10g", 4, 48, 192),
+        InstanceType("g5.24xlarge", "a10g", 4, 96, 384),
+        InstanceType("g5.48xlarge", "a10g", 8, 192, 768),
+        InstanceType("g6.xlarge", "l4", 1, 4, 16),
+        InstanceType("g6.12xlarge", "l4", 4, 48, 192),
+        InstanceType("g6.48xlarge", "l4", 8, 192, 768),
+        InstanceType("g6e.xlarge", "l40s", 1, 4, 32),
+        InstanceType("g6e.12xlarge", "l40s", 4, 48, 384),
+        InstanceType("g6e.48xlarge", "l40s", 8, 192, 1536),
+        InstanceType("p4d.24xlarge", "a100-40gb", 8, 96, 1152),
+        InstanceType("p4de.24xlarge", "a100-80gb", 8, 96, 1152),
+        InstanceType("p5.48xlarge", "h100", 8, 192, 2048),
+        InstanceType("p5e.48xlarge", "h200", 8, 192, 2048),
+    )
+}
+
+
+def _choices(names: object) -> str:
+    return ", ".join(sorted(names))  # type: ignore[call-overload]
+
+
+def gpu(name: str) -> GpuSpec:
+    """Look up a GPU by name (``a10g``, ``l4``, ``l40s``, ``a100-40gb``, ``a100-80gb``, ...)."""
+    key = name.lower().replace("_", "-")
+    if key not in GPUS:
+        raise ConfigError(f"unknown GPU {name!r}; choose one of: {_choices(GPUS)}")
+    return GPUS[key]
+
+
+def model(name: str) -> ModelSpec:
+    """Look up a model by Hugging Face id (as ``vllm serve`` takes it) or short alias."""
+    key = name.strip()
+    if key in MODELS:
+        return MODELS[key]
+    for spec in MODELS.values():
+        if spec.hf_id.lower() == key.lower() or spec.hf_id.split("/")[-1].lower() == key.lower():
+            return spec
+    choices = _choices([m.hf_id for m in MODELS.values()] + list(MODELS))
+    raise ConfigError(f"unknown model {name!r}; choose one of: {choices}")
+
+
+def instance_type(name: str) -> InstanceType:
+    """Look up an EC2 GPU instance type (``g5.12xlarge``, ``p4d.24xlarge``, ...)."""
+    if name not in INSTANCE_TYPES:
+        raise ConfigError(
+            f"unknown instance type {name!r}; choose one of: {_choices(INSTANCE_TYPES)}"
+        )
+    return INSTANCE_TYPES[name]
+
+
+def load_prices() -> dict[str, object]:
+    """Read the dated on-demand price table (``labutils/data/prices.yaml``).
+
+    Returns:
+        The parsed file: ``{"as_of": ..., "source": ..., "region": ..., "usd_per_hour": {...}}``.
+    """
+    text = resources.files("labutils").joinpath("data/prices.yaml").read_text()
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or "usd_per_hour" not in data:
+        raise ConfigError("labutils/data/prices.yaml: expected a mapping with 'usd_per_hour'")
+    return data

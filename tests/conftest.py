@@ -1,0 +1,27 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """Recorded real data (copied from ../shared/fixtures)."""
+    return DATA
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``@pytest.mark.cluster`` tests unless a real kubeconfig is given."""
+    if os.environ.get("LAB_KUBECONFIG"):
+        return
+    skip = pytest.mark.skip(reason="needs a real cluster: set LAB_KUBECONFIG to a kubeconfig")
+    for item in items:
+        if "cluster" in item.keywords:
+            item.add_marker(skip)

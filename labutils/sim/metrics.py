@@ -41,6 +41,57 @@ def build_1_2_5_buckets(max_value: int) -> tuple[float, ...]:
         exponent += 1
 
 
+def _cache_config_labels(
+    block_size: int,
+    num_gpu_blocks: int,
+    gpu_memory_utilization: float,
+    max_model_len: int,
+    kv_cache_bytes: int,
+) -> dict[str, str]:
+    # The label set of vLLM 0.32's CacheConfig info gauge (tests/data fixture), so dashboards
+    # written against real vLLM read ours; features the simulator does not model say so.
+    tokens = num_gpu_blocks * block_size
+    return {
+        "_block_size_resolved": "True",
+        "block_size": str(block_size),
+        "cache_dtype": "auto",
+        "cache_hit_alignment_tokens": "None",
+        "effective_attention_block_size": str(block_size),
+        "enable_mamba_shared_prefix_checkpoint": "False",
+        "enable_prefix_caching": "False",
+        "engine": "0",
+        "gpu_memory_utilization": str(gpu_memory_utilization),
+        "hash_block_size": "None",
+        "is_attention_free": "False",
+        "kv_cache_dtype_skip_layers": "[]",
+        "kv_cache_layout": "None",
+        "kv_cache_max_concurrency": str(round(tokens / max_model_len, 2)),
+        "kv_cache_memory_bytes": str(kv_cache_bytes),
+        "kv_cache_size_tokens": str(tokens),
+        "kv_offloading_backend": "None",
+        "kv_offloading_size": "None",
+        "kv_sharing_fast_prefill": "False",
+        "mamba_block_size": "None",
+        "mamba_cache_dtype": "auto",
+        "mamba_cache_mode": "none",
+        "mamba_page_size_padded": "None",
+        "mamba_ssm_cache_dtype": "auto",
+        "num_cpu_blocks": "None",
+        "num_gpu_blocks": str(num_gpu_blocks),
+        "num_gpu_blocks_override": "None",
+        "prefix_cache_retention_interval": "0",
+        "prefix_caching_hash_algo": "None",
+        "prefix_match_unit": "None",
+        "replayssm_buffer_len": "None",
+        "skip_page_size_padded": "None",
+        "sliding_window": "None",
+        "swa_bounded_replay": "False",
+        "use_kda_recoverssm": "False",
+        "use_replayssm": "False",
+        "user_specified_block_size": "False",
+    }
+
+
 class EngineMetrics:
     """The metric families one engine exposes, with the hooks its scheduler calls."""
 
@@ -51,6 +102,7 @@ class EngineMetrics:
         *,
         num_gpu_blocks: int,
         block_size: int,
+        kv_cache_bytes: int,
         gpu_memory_utilization: float,
         gpu: str,
         hf_id: str,
@@ -173,12 +225,15 @@ class EngineMetrics:
             "Number of preemptions per request.",
             _PREEMPTION_BUCKETS,
         )
+        cache_info = _cache_config_labels(
+            block_size, num_gpu_blocks, gpu_memory_utilization, max_model_len, kv_cache_bytes
+        )
         Gauge(
             "vllm:cache_config_info",
             "Information of the LLMEngine CacheConfig",
-            ["block_size", "engine", "gpu_memory_utilization", "num_gpu_blocks"],
+            list(cache_info),
             registry=reg,
-        ).labels(str(block_size), "0", str(gpu_memory_utilization), str(num_gpu_blocks)).set(1)
+        ).labels(**cache_info).set(1)
         Gauge(
             "lab_sim_info",
             "This engine is simulated by vllm-lws-lab (not a real GPU).",

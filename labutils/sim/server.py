@@ -120,6 +120,7 @@ def build_engine(
             plan.max_model_len,
             num_gpu_blocks=plan.num_gpu_blocks,
             block_size=BLOCK_SIZE_TOKENS,
+            kv_cache_bytes=plan.kv_cache_bytes,
             gpu_memory_utilization=gpu_memory_utilization,
             gpu=gpu_spec.name,
             hf_id=model_spec.hf_id,

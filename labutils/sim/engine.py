@@ -193,15 +193,16 @@ class SimEngine:
 
     @staticmethod
     def _shape(scheduled: list[tuple[SimRequest, int]]) -> StepShape:
-        decode_seqs = decode_ctx = prefill = pairs = 0
+        decode_seqs = decode_ctx = prefill = pairs = prefill_seqs = 0
         for req, n in scheduled:
             if n == 1 and req.output_tokens > 0 and req.num_computed_tokens == req.total_tokens - 1:
                 decode_seqs += 1
                 decode_ctx += req.total_tokens
             else:
                 prefill += n
+                prefill_seqs += 1
                 pairs += n * (req.num_computed_tokens + (n + 1) // 2)
-        return StepShape(decode_seqs, decode_ctx, prefill, pairs)
+        return StepShape(decode_seqs, decode_ctx, prefill, pairs, prefill_seqs)
 
     def _allocate(self, req: SimRequest, blocks: int) -> None:
         if blocks > 0:

@@ -28,6 +28,10 @@ FINISHED = -1
 # so a stalled event loop does not compress the following steps.
 _CATCH_UP_LIMIT_S = 0.005
 
+# asyncio's epoll wait rounds timeouts up to whole milliseconds (selectors.EpollSelector), so
+# timers fire 0-1 ms late; waking half a millisecond early centres the error on the deadline.
+_TIMER_EARLY_S = 0.0005
+
 
 @dataclass(eq=False)
 class SimRequest:
@@ -74,6 +78,7 @@ class SimEngine:
         self.slow_factor = 1.0
         self.steps = 0
         self.busy_s = 0.0
+        self.wall_s = 0.0
         self.lag_s_total = 0.0
         self.lag_s_max = 0.0
         self.preemptions = 0
@@ -116,13 +121,18 @@ class SimEngine:
 
     @property
     def step_lag_s_mean(self) -> float:
-        """Mean delay of step ends past their model deadline (event-loop lag)."""
+        """Mean signed delay of step ends past their model deadline (event-loop jitter)."""
         return self.lag_s_total / self.steps if self.steps else 0.0
+
+    @property
+    def timing_error(self) -> float:
+        """Relative error of the wall time the steps took versus the model (0.05 = 5 % slow)."""
+        return self.wall_s / self.busy_s - 1.0 if self.busy_s else 0.0
 
     # --- step loop ------------------------------------------------------------------------
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time()
+        deadline = last_end = loop.time()
         while True:
             if not self.running and not self.waiting:
                 self._wake.clear()
@@ -134,10 +144,16 @@ class SimEngine:
                 continue
             step_s = step_time_s(self.cfg, shape) * self.slow_factor
             now = loop.time()
-            start = deadline if now - deadline < _CATCH_UP_LIMIT_S else now
+            # Back-to-back steps are timed from the previous deadline, so timer jitter does not
+            # accumulate; after idling (or a stall) the step starts now.
+            catch_up = now - deadline < _CATCH_UP_LIMIT_S
+            start = deadline if catch_up else now
             deadline = start + step_s
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            lag_s = max(0.0, loop.time() - deadline)
+            await asyncio.sleep(max(0.0, deadline - loop.time() - _TIMER_EARLY_S))
+            end = loop.time()
+            lag_s = end - deadline
+            self.wall_s += end - (last_end if catch_up else now)
+            last_end = end
             self.steps += 1
             self.busy_s += step_s
             self.lag_s_total += lag_s

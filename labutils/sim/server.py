@@ -284,6 +284,8 @@ class EngineServer:
                 "model_busy_s": e.busy_s,
                 "step_lag_s_mean": e.step_lag_s_mean,
                 "step_lag_s_max": e.lag_s_max,
+                "step_wall_s": e.wall_s,
+                "step_timing_error": e.timing_error,
                 "zone": self.options.zone,
                 "group": self.options.group,
             }

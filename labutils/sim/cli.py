@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 
@@ -72,6 +73,8 @@ async def _serve(args: argparse.Namespace) -> int:
     from labutils.sim.server import ServeOptions, build_engine, start_servers
 
     name = args.served_model_name or args.model
+    # Like vllm serve: the key may come from the environment instead of the command line.
+    api_key = args.api_key or os.environ.get("VLLM_API_KEY") or None
     engines = [
         build_engine(
             args.model,
@@ -94,7 +97,7 @@ async def _serve(args: argparse.Namespace) -> int:
         options.append(
             ServeOptions(
                 served_model_name=name,
-                api_key=args.api_key,
+                api_key=api_key,
                 seed=args.seed,
                 model_load_s=args.model_load_s,
                 zone=args.lab_zone,

@@ -62,3 +62,30 @@ def test_client_ttft_rises_with_queueing_and_engines_are_independent() -> None:
     assert ttfts[-1] > 3 * ttfts[0]
     assert states[0]["steps"] > 0 and states[1]["steps"] == 0
     assert states[0]["zone"] == "z0" and states[1]["zone"] == "z1"
+
+
+async def _disconnect_run() -> dict[str, object]:
+    engine = build_engine("llama-3.1-8b", "h100", max_model_len=2048, served_model_name="m")
+    (server,) = await start_servers([engine], [ServeOptions("m")])
+    url = f"http://127.0.0.1:{server.port}"
+    try:
+        body = {"model": "m", "prompt": "go", "max_tokens": 1000, "stream": True,
+                "ignore_eos": True}  # fmt: skip
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/completions", json=body) as resp:
+                await resp.content.readline()  # first event, then hang up mid-stream
+            deadline = time.monotonic() + 5
+            while True:
+                async with session.get(f"{url}/lab/state") as resp:
+                    state = await resp.json()
+                if state["num_requests_running"] == 0 or time.monotonic() > deadline:
+                    return dict(state)
+                await asyncio.sleep(0.05)
+    finally:
+        await server.stop()
+
+
+def test_client_disconnect_aborts_the_request_and_frees_the_kv_cache() -> None:
+    state = asyncio.run(_disconnect_run())
+    assert state["num_requests_running"] == 0
+    assert state["kv_cache_usage_perc"] == 0.0

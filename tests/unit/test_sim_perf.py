@@ -100,3 +100,16 @@ def test_configurations_that_fit_load() -> None:
     )
     assert e13.plan.num_gpu_blocks * 16 >= 4096
     assert e70.plan.num_gpu_blocks * 16 >= 8192
+
+
+def test_serving_entry_point_stays_lean() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, labutils.sim.__main__, labutils.sim.server; "
+        "print(sorted(m for m in ('pandas', 'matplotlib', 'numpy', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

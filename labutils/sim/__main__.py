@@ -14,7 +14,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labutils.sim")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_arguments(sub.add_parser("serve", help="serve MODEL like 'vllm serve'"))
-    args = parser.parse_args(argv)
+    # vllm serve accepts --foo_bar as well as --foo-bar (FlexibleArgumentParser).
+    raw = sys.argv[1:] if argv is None else argv
+    normalised = [
+        a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]) :]
+        if a.startswith("--")
+        else a
+        for a in raw
+    ]
+    args = parser.parse_args(normalised)
     try:
         return serve(args)
     except LabError as exc:

@@ -113,3 +113,14 @@ def test_serving_entry_point_stays_lean() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_entry_point_refuses_like_vllm_and_accepts_underscore_flags(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from labutils.sim.__main__ import main
+
+    code = main(["serve", "llama-3.1-8b", "--gpu", "a10g", "--max_model_len", "200000"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "--max-model-len 200000 is outside" in err and len(err.strip().splitlines()) == 1

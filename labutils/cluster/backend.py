@@ -335,7 +335,8 @@ class EksBackend:
                     name=lws,
                     namespace=self.namespace,
                     content_type="application/merge-patch+json",
-                    field_manager=FIELD_MANAGER,
+                    # its own manager, so a later apply names who changed spec.replicas
+                    field_manager=f"{FIELD_MANAGER}-scale",
                 )
         except ClusterError as exc:
             if ": not found:" in str(exc):

@@ -53,15 +53,25 @@ class Connection:
     """An authenticated client for one cluster (typed ``api_client`` and ``dynamic``)."""
 
     api_client: client.ApiClient
-    dynamic: DynamicClient
     host: str
     context: str
+    cache_file: Path
+    _dynamic: DynamicClient | None = None
+
+    @property
+    def dynamic(self) -> DynamicClient:
+        """The dynamic client; created (discovery: ``GET /version``) on first use."""
+        if self._dynamic is None:
+            with api_errors(f"discovery at {self.host}", self):
+                self._dynamic = DynamicClient(self.api_client, cache_file=str(self.cache_file))
+        return self._dynamic
 
     def resource(self, api_version: str, kind: str) -> Any:
         """The dynamic-client resource for ``kind``; ClusterError naming the CRD if missing."""
+        dynamic = self.dynamic
         with api_errors(f"discovery of {api_version} {kind}", self):
             try:
-                return self.dynamic.resources.get(api_version=api_version, kind=kind)
+                return dynamic.resources.get(api_version=api_version, kind=kind)
             except ResourceNotFoundError:
                 raise ClusterError(
                     f"{kind} ({api_version}) is not served by {self.host} (CRD missing); "
@@ -145,12 +155,7 @@ def connect(
     cache.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(f"{host}|{chosen}".encode()).hexdigest()[:16]
     cache_file = cache / f"{digest}.json"
-    try:
-        # The dynamic client discovers groups lazily; its cache lives in our cache dir.
-        dynamic = DynamicClient(api_client, cache_file=str(cache_file))
-    except (ApiException, Urllib3Error, OSError) as exc:
-        raise _translate(exc, f"discovery at {host}", host, chosen) from None
-    return Connection(api_client=api_client, dynamic=dynamic, host=host, context=chosen)
+    return Connection(api_client=api_client, host=host, context=chosen, cache_file=cache_file)
 
 
 def _status_message(exc: ApiException) -> str:
@@ -206,5 +211,5 @@ def api_errors(what: str, conn: Connection | None = None) -> Iterator[None]:
     context = conn.context if conn else "?"
     try:
         yield
-    except (ApiException, Urllib3Error, ConnectionError) as exc:
+    except (ApiException, Urllib3Error, ConnectionError, OSError) as exc:
         raise _translate(exc, what, host, context) from None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from labutils.cluster._connect import Connection, api_errors, connect, crd_hint
@@ -33,8 +34,8 @@ def _served(conn: Connection, api_version: str, kind: str) -> tuple[bool, str]:
 
 def _groups(conn: Connection) -> set[str]:
     with api_errors("discovery /apis", conn):
-        body = conn.dynamic.request("get", "/apis")
-    return {g["name"] for g in (body.to_dict().get("groups") or [])}
+        groups = client.ApisApi(conn.api_client).get_api_versions().groups or []
+    return {g.name for g in groups}
 
 
 def preflight(
@@ -61,8 +62,8 @@ def preflight(
     rows: list[dict[str, Any]] = []
     try:
         with api_errors("GET /version", conn):
-            version = conn.dynamic.request("get", "/version").to_dict()
-        rows.append(_row("API server", True, f"{conn.host} {version.get('gitVersion', '?')}"))
+            version = client.VersionApi(conn.api_client).get_code()
+        rows.append(_row("API server", True, f"{conn.host} {version.git_version}"))
     except ClusterError as exc:
         rows.append(_row("API server", False, str(exc), "fix the connection, then rerun"))
         return pd.DataFrame(rows)

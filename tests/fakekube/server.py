@@ -465,7 +465,16 @@ class FakeKube:
                 {
                     "major": "1",
                     "minor": "33",
+                    "emulationMajor": "1",
+                    "emulationMinor": "33",
+                    "minCompatibilityMajor": "1",
+                    "minCompatibilityMinor": "32",
                     "gitVersion": "v1.33.0-fake",
+                    "gitCommit": "0000000000000000000000000000000000000000",
+                    "gitTreeState": "clean",
+                    "buildDate": "2026-01-01T00:00:00Z",
+                    "goVersion": "go1.24.0",
+                    "compiler": "gc",
                     "platform": "linux/amd64",
                 }
             )

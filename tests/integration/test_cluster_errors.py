@@ -51,8 +51,9 @@ def test_unreachable_api_server(tmp_path: Path) -> None:
     kubeconfig = kube.write_kubeconfig()
     url = kube.url
     kube.stop()  # the port is closed now: connection refused
+    backend = _backend(kubeconfig, tmp_path)  # connecting is lazy: no request yet
     with pytest.raises(ClusterError) as info:
-        _backend(kubeconfig, tmp_path)
+        backend.status()
     text = _one_line(info.value)
     assert url in text and "unreachable" in text and "--context fake" in text
 

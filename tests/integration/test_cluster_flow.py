@@ -54,7 +54,7 @@ def test_apply_wait_groups_scale_endpoints_metrics_reset(
 
     applied = backend.apply(objects=lab_objects(ZONES, replicas=1, size=2), timeout_s=20)
     assert set(applied["kind"]) >= {"Namespace", "LeaderWorkerSet", "Service", "HTTPRoute"}
-    assert list(applied["kind"])[0] == "Namespace"  # dependencies first
+    assert applied["kind"].iloc[0] == "Namespace"  # dependencies first
     lws = kube.get(LWS, "leaderworkersets", NAMESPACE, "vllm-us-west-2a")
     assert lws is not None
     entries = lws["metadata"]["managedFields"]

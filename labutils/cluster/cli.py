@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from labutils.config import default_state_dir, lab_target
+from labutils.config import lab_target
 from labutils.errors import TwinError
 
 __all__ = ["register"]
@@ -124,7 +124,8 @@ def _reset(args: argparse.Namespace) -> int:
                 f"reset --target local needs labutils.twin, which is not importable ({exc}); "
                 "reinstall the lab (pip install -e '.[dev]')"
             ) from None
-        backend = twin.TwinBackend(state_dir=args.state_dir or default_state_dir())
+        # None lets the twin pick its default ($LAB_STATE_DIR or the user cache)
+        backend = twin.TwinBackend(state_dir=args.state_dir)
         frame = backend.reset(yes=args.yes)
         _print(frame, "local twin: nothing to reset")
         return 0

@@ -80,6 +80,17 @@ def test_preflight_reports_each_gap_with_a_fix(tmp_path: Path) -> None:
     assert "lab needs 8" in checks["namespace vllm-lab GPU quota"][1]
 
 
+def test_preflight_cli_prints_the_table_and_fails_on_gaps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with FakeKube(tmp_path, zones=("us-west-2a",), aws_lb_controller=False) as kube:
+        code = main(["preflight", "--target", "eks", "--kubeconfig", str(kube.write_kubeconfig())])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "AWS Load Balancer Controller" in out and "not installed" in out
+    assert "CRD LeaderWorkerSet" in out
+
+
 def test_preflight_unreachable_is_a_failed_row(tmp_path: Path) -> None:
     kube = FakeKube(tmp_path)
     kube.start()

@@ -7,6 +7,7 @@ server-side apply with field manager ``labutils``.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -189,7 +190,7 @@ class EksBackend:
                     name=meta["name"],
                     namespace=namespace,
                     field_manager=FIELD_MANAGER,
-                    force_conflicts=force,
+                    force_conflicts=True if force else None,
                 ).to_dict()
             rows.append(
                 {
@@ -380,8 +381,9 @@ class EksBackend:
 
         The gateway is the Gateway ``vllm-gateway``'s address; zones use their Service's load
         balancer hostname. Without either (private clusters) they fall back to the API-server
-        service proxy, and every group leader is reached through the API-server pod proxy
-        (``headers`` then carry the kubeconfig's Authorization).
+        service proxy, and every group leader is reached through the API-server pod proxy.
+        ``headers`` carry the kubeconfig's credential only when the gateway URL is itself a
+        proxy URL (else ``$VLLM_API_KEY``, if set); use :meth:`proxy_headers` for group URLs.
         """
         items = self._lws()
         if not items:
@@ -420,7 +422,8 @@ class EksBackend:
             else:
                 zone_urls[zone] = self._proxy_url("services", service["metadata"]["name"], port)
         gateway_url = self._gateway_url()
-        if not gateway_url:
+        via_proxy = not gateway_url
+        if via_proxy:
             first = next(iter(zone_urls.values()), group_eps[0].url if group_eps else "")
             warnings.warn(
                 f"Gateway {self.namespace}/vllm-gateway has no address yet; gateway_url is the "
@@ -433,8 +436,20 @@ class EksBackend:
             model=self._served_model(items),
             zone_urls=zone_urls,
             groups=tuple(group_eps),
-            headers=self.conn.auth_headers(),
+            headers=self._client_headers(via_proxy),
         )
+
+    def _client_headers(self, via_proxy: bool) -> dict[str, str]:
+        # The cluster credential goes only to the API server (proxy URLs), never to a load
+        # balancer; a gateway reached directly gets the vLLM API key, if one is set.
+        if via_proxy:
+            return self.proxy_headers()
+        api_key = os.environ.get("VLLM_API_KEY")
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def proxy_headers(self) -> dict[str, str]:
+        """Headers for the API-server proxy URLs (group URLs): the kubeconfig's credential."""
+        return self.conn.auth_headers()
 
     def _gateway_url(self) -> str:
         try:

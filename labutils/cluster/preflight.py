@@ -157,6 +157,21 @@ def _quota(conn: Connection, config: LabConfig, namespace: str) -> dict[str, Any
     )
     check = f"namespace {namespace} GPU quota"
     try:
+        with api_errors(f"get Namespace {namespace}", conn):
+            try:
+                client.CoreV1Api(conn.api_client).read_namespace(namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                return _row(
+                    check,
+                    False,
+                    f"namespace {namespace} does not exist",
+                    "labctl participants create N --rendered DIR, or apply the rendered cluster/",
+                )
+    except ClusterError as exc:
+        return _row(check, False, str(exc), "use a context allowed to read the namespace")
+    try:
         with api_errors(f"list ResourceQuota in {namespace}", conn):
             quotas = conn.resource("v1", "ResourceQuota").get(namespace=namespace).to_dict()
     except ClusterError as exc:

@@ -1269,6 +1269,7 @@ class FakeKube:
         if not pod["spec"].get("nodeName"):
             node = self._node_for(zone)
             if node is None:
+                nodes = len(self.names("", "nodes"))
                 if not self._pod_state.setdefault(pod["metadata"]["uid"], {}).get("warned"):
                     self._pod_state[pod["metadata"]["uid"]]["warned"] = True
                     self._event(
@@ -1276,8 +1277,8 @@ class FakeKube:
                         pod,
                         "Pod",
                         "FailedScheduling",
-                        f"0/{len(self.names('', 'nodes'))} nodes are available: "
-                        f"no GPU node in zone {zone}, Insufficient nvidia.com/gpu.",
+                        f"0/{nodes} nodes are available: {nodes} node(s) didn't match Pod's "
+                        "node affinity/selector.",
                         "Warning",
                     )
                 return False

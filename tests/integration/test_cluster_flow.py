@@ -159,7 +159,10 @@ def test_apply_from_rendered_dir_with_gateway_address(kube: FakeKube, tmp_path: 
     assert gateway is not None
     gateway["status"] = {"addresses": [{"type": "Hostname", "value": "gw.example.internal"}]}
     kube.put("gateway.networking.k8s.io", "gateways", NAMESPACE, gateway)
-    assert backend.endpoints().gateway_url == "http://gw.example.internal"
+    endpoints = backend.endpoints()
+    assert endpoints.gateway_url == "http://gw.example.internal"
+    assert "Authorization" not in endpoints.headers  # the cluster token stays off the LB
+    assert backend.proxy_headers()["Authorization"].startswith("Bearer ")
 
 
 def test_reapply_after_scale_reports_conflict_then_force_takes_over(

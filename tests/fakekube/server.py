@@ -34,8 +34,8 @@ Where it differs from a real API server (on purpose, to stay small):
   SSA merges ``listType=map`` lists by key) and never removes fields a manager stops applying;
 - no watch, no pagination (``limit``/``continue`` ignored), no ``deletecollection``;
 - field selectors compare any dotted path (the real server allows a few fields per kind);
-- namespace deletion and garbage collection complete on the next controller tick (~50 ms)
-  instead of after finalizers run; pods have no kubelet, so "ready" is set by the fake LWS
+- namespace deletion (after ``terminate_delay_s``) and garbage collection complete on a
+  controller tick (every 50 ms) instead of after finalizers and the real GC run; pods have no kubelet, so "ready" is set by the fake LWS
   controller, and deleting a pod removes it at once (no grace period);
 - Events are ``v1`` core events written by the fake controller only.
 """
@@ -271,6 +271,7 @@ class FakeKube:
         zones: zones that get one fake GPU node each (``nvidia.com/gpu`` allocatable 8).
         crds: CRD groups installed (default: all of :data:`CRD_GROUPS`).
         ready_delay_s: how long after creation a scheduled pod turns Ready.
+        terminate_delay_s: how long a deleted namespace stays ``Terminating``.
         aws_lb_controller: whether the AWS Load Balancer Controller Deployment exists.
         proxy_upstream: base URL that pod/service proxy requests are forwarded to.
     """
@@ -284,11 +285,14 @@ class FakeKube:
         ready_delay_s: float = 0.1,
         aws_lb_controller: bool = True,
         proxy_upstream: str | None = None,
+        terminate_delay_s: float = 0.0,
     ) -> None:
         self.workdir = Path(workdir)
         self.crds = set(CRD_GROUPS if crds is None else crds)
         self.ready_delay_s = ready_delay_s
         self.proxy_upstream = proxy_upstream
+        self.terminate_delay_s = terminate_delay_s
+        self._terminating_since: dict[str, float] = {}  # namespace uid -> delete time
         self.forbid: set[tuple[str, str]] = set()  # (verb, plural) answered with 403
         self.requests: list[tuple[str, str]] = []  # (method, path) as received
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
@@ -965,6 +969,7 @@ class FakeKube:
             return copy.deepcopy(obj)
         uid = meta["uid"]
         if kind.kind == "Namespace":
+            self._terminating_since[uid] = time.time()
             meta["deletionTimestamp"] = _now()
             obj["status"]["phase"] = "Terminating"
             meta["resourceVersion"] = self._next_rv()
@@ -1062,6 +1067,9 @@ class FakeKube:
         for key, obj in list(self.objects.items()):
             meta = obj["metadata"]
             if key[1] == "namespaces" and meta.get("deletionTimestamp"):
+                since = self._terminating_since.setdefault(meta["uid"], time.time())
+                if time.time() - since < self.terminate_delay_s:
+                    continue
                 for other in [k for k in self.objects if k[2] == key[3] and k[1] != "namespaces"]:
                     del self.objects[other]
                 del self.objects[key]

@@ -38,8 +38,6 @@ Where it differs from a real API server (on purpose, to stay small):
   controller tick (every 50 ms) instead of after finalizers and the real GC run;
 - pods have no kubelet: "ready" is set by the fake LWS controller, a deleted pod goes at once
   (no grace period), and the proxy forwards every pod to the one ``proxy_upstream``;
-- the delete of a Namespace answers with the Namespace (as the real server does), which the
-  typed client cannot deserialize as ``V1Status`` either way;
 - discovery lists every verb for every resource and no short names or categories.
 - Events are ``v1`` core events written by the fake controller only.
 """

@@ -13,7 +13,7 @@ from fakekube import FakeKube
 from fakekube.engine_stub import engine_stub
 from fakekube.lab_objects import NAMESPACE, PART_OF, lab_objects
 
-from labutils.backend import Backend
+from labutils.backend import Backend, get_backend
 from labutils.cluster import EksBackend
 from labutils.config import LabConfig
 from labutils.errors import ClusterError
@@ -151,7 +151,14 @@ def test_apply_from_rendered_dir_with_gateway_address(kube: FakeKube, tmp_path: 
             }
         )
     )
-    backend = _backend(kube, tmp_path)
+    backend = get_backend(
+        "eks",
+        kubeconfig=kube.write_kubeconfig(),
+        config=LabConfig(zones=ZONES),
+        poll_s=0.05,
+        cache_dir=tmp_path / "discovery",
+    )
+    assert isinstance(backend, EksBackend)
     applied = backend.apply(rendered, timeout_s=20)
     assert "ScaledObject" not in set(applied["kind"])  # optional/ is never applied with HPAs
     assert kube.names("keda.sh", "scaledobjects") == set()

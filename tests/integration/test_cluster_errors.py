@@ -118,3 +118,14 @@ def test_cli_prints_one_line_and_fails(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert err.count("\n") == 0 and err.startswith("labctl reset: error: context 'nope'")
+
+
+def test_failed_scrape_is_an_error_with_a_warning_not_empty_data(tmp_path: Path) -> None:
+    with FakeKube(tmp_path, proxy_upstream=None) as kube:  # the leader does not answer
+        backend = _backend(kube.write_kubeconfig(), tmp_path)
+        backend.apply(objects=lab_objects(("us-west-2a",)), timeout_s=20)
+        with pytest.warns(UserWarning, match="metrics scrape failed"):
+            scrapes = backend.scrape_metrics()
+    assert [s.group for s in scrapes] == ["vllm-us-west-2a-0"]
+    assert scrapes[0].text == ""
+    assert scrapes[0].error and "pods/vllm-us-west-2a-0:8000/proxy/metrics" in scrapes[0].error

@@ -29,6 +29,7 @@ from labutils.errors import ClusterError
 __all__ = ["Connection", "api_errors", "connect", "crd_hint"]
 
 FIELD_MANAGER = "labutils"
+REQUEST_TIMEOUT_S = (5.0, 60.0)  # (connect, read) for every API request
 
 # How to install what the lab needs when discovery says a kind is missing.
 _CRD_FIXES = {
@@ -150,12 +151,25 @@ def connect(
     # One retry at most: a dead server should fail in seconds, not minutes.
     configuration.retries = 1
     api_client = client.ApiClient(configuration)
+    _default_request_timeout(api_client)
     host = configuration.host
     cache = cache_dir or Path(user_cache_dir("vllm-lws-lab")) / "discovery"
     cache.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(f"{host}|{chosen}".encode()).hexdigest()[:16]
     cache_file = cache / f"{digest}.json"
     return Connection(api_client=api_client, host=host, context=chosen, cache_file=cache_file)
+
+
+def _default_request_timeout(api_client: client.ApiClient) -> None:
+    # The client sends no timeout unless each call passes one, so a hung API server would hang
+    # every wait; give every request (connect, read) limits unless the caller set its own.
+    send = api_client.rest_client.request
+
+    def _request(*args: Any, _request_timeout: Any = None, **kwargs: Any) -> Any:
+        kwargs["_request_timeout"] = _request_timeout or REQUEST_TIMEOUT_S
+        return send(*args, **kwargs)
+
+    api_client.rest_client.request = _request  # type: ignore[method-assign]
 
 
 def _status_message(exc: ApiException) -> str:

@@ -129,3 +129,33 @@ def test_failed_scrape_is_an_error_with_a_warning_not_empty_data(tmp_path: Path)
     assert [s.group for s in scrapes] == ["vllm-us-west-2a-0"]
     assert scrapes[0].text == ""
     assert scrapes[0].error and "pods/vllm-us-west-2a-0:8000/proxy/metrics" in scrapes[0].error
+
+
+def test_hung_api_server_times_out_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import time
+
+    from labutils.cluster import _connect
+
+    monkeypatch.setattr(_connect, "REQUEST_TIMEOUT_S", (1.0, 0.3))
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            f"apiVersion: v1\nkind: Config\ncurrent-context: hung\n"
+            f"clusters: [{{name: hung, cluster: {{server: '{url}'}}}}]\n"
+            "users: [{name: u, user: {token: t}}]\n"
+            "contexts: [{name: hung, context: {cluster: hung, user: u}}]\n"
+        )
+        backend = _backend(kubeconfig, tmp_path)
+        started = time.monotonic()
+        with pytest.raises(ClusterError) as info:
+            backend.status()
+        elapsed_s = time.monotonic() - started
+    assert elapsed_s < 30  # bounded by the request timeout, not the OS (minutes)
+    text = _one_line(info.value)
+    assert url in text and "timed out" in text

@@ -456,11 +456,36 @@ def _check_leader(
             (*cpath, "startupProbe", "failureThreshold"),
             f"startup budget {budget_s}s is too short for loading a large model (>= 600s)",
         )
+    _check_shutdown(s, lws, cpath, container, args)
     if args.api_key:
         s.add(
             lws,
             _arg_path(cpath, container, "--api-key"),
             "never put the API key in args; use env VLLM_API_KEY from a Secret",
+        )
+
+
+def _check_shutdown(
+    s: _Set, lws: LoadedObject, cpath: FieldPath, container: dict[str, Any], args: VllmServeArgs
+) -> None:
+    # Graceful scale-down: vLLM drains for --shutdown-timeout seconds after SIGTERM, so the pod's
+    # terminationGracePeriodSeconds must be at least that long or the drain is cut short.
+    tokens = list(args.unknown)
+    timeout_s = None
+    for i, tok in enumerate(tokens):
+        if tok == "--shutdown-timeout" and i + 1 < len(tokens):
+            timeout_s = _int_or_none(tokens[i + 1])
+        elif tok.startswith("--shutdown-timeout="):
+            timeout_s = _int_or_none(tok.split("=", 1)[1])
+    tmpl = lws.get("spec", "leaderWorkerTemplate", "leaderTemplate", "spec") or {}
+    grace_s = int(tmpl.get("terminationGracePeriodSeconds", 30))
+    if timeout_s is None:
+        s.add(lws, (*cpath, "args"), "add --shutdown-timeout N so scale-down drains requests")
+    elif grace_s < timeout_s:
+        s.add(
+            lws,
+            _arg_path(cpath, container, "--shutdown-timeout"),
+            f"--shutdown-timeout {timeout_s}s exceeds terminationGracePeriodSeconds {grace_s}s",
         )
 
 

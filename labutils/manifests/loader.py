@@ -37,7 +37,7 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}"
         parts = [where, self.obj or "-", self.field or "-", self.message]
-        return ": ".join(parts)
+        return " ".join(": ".join(parts).split())  # always one line
 
 
 @dataclass

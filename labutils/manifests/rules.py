@@ -94,7 +94,12 @@ _ZONE_KINDS = {"LeaderWorkerSet", "HorizontalPodAutoscaler", "NodePool", "Scaled
 
 @dataclass
 class _Set:
+    """The objects under check. ``objects`` passed their schema, so rules may rely on its
+    shapes; ``everything`` also holds the schema-invalid ones (already reported), which only
+    count for label checks and for "does it exist" questions."""
+
     objects: list[LoadedObject]
+    everything: list[LoadedObject]
     is_folder: bool
     problems: list[Problem]
 
@@ -110,6 +115,15 @@ class _Set:
             ):
                 return o
         return None
+
+    def missing(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        """True when a whole folder is checked and no object of that kind/name exists at all."""
+        if not self.is_folder:
+            return False
+        return not any(
+            o.kind == kind and o.name == name and (namespace is None or o.namespace == namespace)
+            for o in self.everything
+        )
 
     def add(self, obj: LoadedObject, path: FieldPath, message: str) -> None:
         self.problems.append(
@@ -146,7 +160,7 @@ def _is_optional(obj: LoadedObject) -> bool:
 
 
 def _rule_labels(s: _Set) -> None:
-    for obj in s.objects:
+    for obj in s.everything:
         if obj.labels.get(PART_OF) != PART_OF_VALUE:
             s.add(
                 obj,
@@ -587,7 +601,7 @@ def _check_volumes(
         vpath = (*spath, "volumes", vi, "persistentVolumeClaim", "claimName")
         pvc = s.named("PersistentVolumeClaim", str(claim))
         if pvc is None:
-            if s.is_folder:
+            if s.missing("PersistentVolumeClaim", str(claim)):
                 s.add(lws, vpath, f"volume {name!r}: no PersistentVolumeClaim {claim!r} here")
             continue
         modes = pvc.get("spec", "accessModes", default=[]) or []
@@ -706,7 +720,7 @@ def _rule_routes(s: _Set) -> None:
             gw_ns = parent.get("namespace") or route.namespace
             gw = s.named("Gateway", str(parent.get("name")), gw_ns)
             if gw is None:
-                if s.is_folder:
+                if s.missing("Gateway", str(parent.get("name")), gw_ns):
                     s.add(
                         route,
                         ("spec", "parentRefs", pi, "name"),
@@ -742,7 +756,7 @@ def _rule_routes(s: _Set) -> None:
                 ns = ref.get("namespace") or route.namespace
                 svc = s.named("Service", str(ref.get("name")), ns)
                 if svc is None:
-                    if s.is_folder:
+                    if s.missing("Service", str(ref.get("name")), ns):
                         s.add(
                             route,
                             (*rpath, bi, "name"),
@@ -815,7 +829,7 @@ def _rule_autoscaling(s: _Set) -> None:
                 ("spec", "scaleTargetRef", "apiVersion"),
                 "must be leaderworkerset.x-k8s.io/v1",
             )
-        if s.is_folder and ref.get("name") not in lws_names:
+        if s.missing("LeaderWorkerSet", str(ref.get("name"))):
             s.add(
                 hpa,
                 ("spec", "scaleTargetRef", "name"),
@@ -864,7 +878,7 @@ def _rule_autoscaling(s: _Set) -> None:
         scaled = set(targets) | {
             str(o.get("spec", "scaleTargetRef", "name")) for o in s.of("ScaledObject")
         }
-        for lws in s.of("LeaderWorkerSet"):
+        for lws in (o for o in s.everything if o.kind == "LeaderWorkerSet"):
             if lws.name not in scaled:
                 s.add(lws, ("metadata", "name"), "no HPA scales this LeaderWorkerSet (one per LWS)")
 
@@ -876,7 +890,7 @@ def _rule_karpenter(s: _Set) -> None:
     for pool in s.of("NodePool"):
         tspec: FieldPath = ("spec", "template", "spec")
         ref = pool.get(*tspec, "nodeClassRef") or {}
-        if s.is_folder and s.named("EC2NodeClass", str(ref.get("name"))) is None:
+        if s.missing("EC2NodeClass", str(ref.get("name"))):
             s.add(pool, (*tspec, "nodeClassRef", "name"), f"no EC2NodeClass {ref.get('name')!r}")
         zone = _expected_zone(pool)
         reqs = pool.get(*tspec, "requirements") or []
@@ -918,7 +932,12 @@ _RULES: tuple[Callable[[_Set], None], ...] = (
 )
 
 
-def check_rules(objects: list[LoadedObject], *, is_folder: bool = True) -> list[Problem]:
+def check_rules(
+    objects: list[LoadedObject],
+    *,
+    is_folder: bool = True,
+    schema_invalid: frozenset[int] = frozenset(),
+) -> list[Problem]:
     """Run every lab rule over ``objects``.
 
     Args:
@@ -926,8 +945,11 @@ def check_rules(objects: list[LoadedObject], *, is_folder: bool = True) -> list[
         is_folder: the objects are a whole deployment (a folder); references to objects that
             are absent (a Service, Gateway, PVC, HPA target) are then errors. For a single file
             only the rules that need no other object run.
+        schema_invalid: ``id()`` of objects that failed their schema; only the label rules
+            check them (their shape cannot be trusted, and the schema problem is reported).
     """
-    s = _Set(objects, is_folder, [])
+    valid = [o for o in objects if id(o) not in schema_invalid]
+    s = _Set(valid, objects, is_folder, [])
     for rule in _RULES:
         rule(s)
     return s.problems

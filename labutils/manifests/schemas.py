@@ -122,7 +122,9 @@ def schema_findings(data: dict[str, Any]) -> Iterator[SchemaFinding]:
     if kind in CUSTOM_KINDS and api_version != CUSTOM_KINDS[kind][0]:
         expected = CUSTOM_KINDS[kind][0]
         yield ("apiVersion",), f"{kind} {api_version!r} is not served; use {expected!r}"
-        return
+        # Check the rest as if it said the current version: the fix is usually just that line.
+        data = {**data, "apiVersion": expected}
+        api_version = expected
     validator = _validator(api_version, kind)
     if validator is None:
         known = ", ".join(sorted(CUSTOM_KINDS))

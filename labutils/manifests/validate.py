@@ -38,6 +38,7 @@ def validate(path: str | Path) -> list[Problem]:
     root = Path(path)
     problems: list[Problem] = []
     objects: list[LoadedObject] = []
+    invalid: set[int] = set()
     files = list(iter_manifest_files(root))
     if not files:
         raise ManifestError(f"{root}: no *.yaml manifests found; pass a folder of manifests")
@@ -49,12 +50,16 @@ def validate(path: str | Path) -> list[Problem]:
             continue
         for obj in loaded:
             for field_path, message in schema_findings(obj.data):
+                if field_path != ("apiVersion",):  # a stale version alone keeps the shape
+                    invalid.add(id(obj))
                 problems.append(
                     Problem(
                         str(file), obj.line_of(field_path), obj.ref, fmt_path(field_path), message
                     )
                 )
         objects.extend(loaded)
-    problems.extend(check_rules(objects, is_folder=root.is_dir()))
+    problems.extend(
+        check_rules(objects, is_folder=root.is_dir(), schema_invalid=frozenset(invalid))
+    )
     unique = {(p.file, p.line, p.obj, p.field, p.message): p for p in problems}
     return sorted(unique.values(), key=lambda p: (p.file, p.line, p.field))

@@ -1,0 +1,437 @@
+"""Async streaming sender: every scheduled request gets exactly one recorded outcome.
+
+Open loop: one dispatcher sleeps until each request's offset and starts it as a task, never
+waiting for answers; when it falls behind it sends at once and the lag (scheduled -> sent)
+shows it (no coordinated omission hidden). Closed loop: ``concurrency`` workers send one
+request after another. Responses are read as Server-Sent Events; every chunk's arrival time is
+kept, token counts come from the final ``usage`` chunk (``stream_options.include_usage``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from labutils._aio import run_sync
+from labutils.errors import LoadTestError
+from labutils.loadtest.schedule import Schedule
+
+__all__ = [
+    "OUTCOMES",
+    "LoadTestResult",
+    "RequestRecord",
+    "run_load",
+    "run_load_async",
+]
+
+# Every request ends in exactly one of these.
+OUTCOMES: tuple[str, ...] = (
+    "ok",
+    "http_4xx",
+    "http_5xx",
+    "timeout",
+    "connection_refused",
+    "connection_reset",
+    "stream_error",  # 200 but the stream carried an error or ended without [DONE]
+    "client_error",  # anything else the client raised
+)
+
+_ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+
+
+@dataclass
+class RequestRecord:
+    """What happened to one scheduled request; times are seconds from the run's start."""
+
+    index: int
+    scheduled_s: float
+    sent_s: float = math.nan
+    first_token_s: float = math.nan
+    end_s: float = math.nan
+    chunk_times_s: list[float] = field(default_factory=list)  # content chunks only
+    outcome: str = "client_error"
+    status: int | None = None
+    error: str = ""
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    zone: str = ""
+    group: str = ""
+    endpoint: str = ""
+
+
+@dataclass
+class LoadTestResult:
+    """Every request's record plus the schedule and run facts a summary needs."""
+
+    schedule: Schedule
+    records: list[RequestRecord]
+    url: str
+    model: str
+    stream: bool
+    started_at: float  # wall clock (time.time()) at offset 0
+    wall_s: float  # from offset 0 to the last outcome
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per request with latencies derived (NaN where the request failed).
+
+        Columns: index, scheduled_s, sent_s, send_lag_s, ttft_s, e2e_s, tpot_s, itl_mean_s,
+        chunks, outcome, status, error, prompt_tokens, output_tokens, zone, group, endpoint.
+        """
+        rows = []
+        for r in self.records:
+            ok = r.outcome == "ok"
+            ttft = r.first_token_s - r.sent_s if ok else math.nan
+            e2e = r.end_s - r.sent_s if ok else math.nan
+            out = r.output_tokens
+            tpot = (e2e - ttft) / (out - 1) if ok and out is not None and out > 1 else math.nan
+            gaps = np.diff(r.chunk_times_s) if len(r.chunk_times_s) > 1 else np.zeros(0)
+            rows.append(
+                {
+                    "index": r.index,
+                    "e2e_from_scheduled_s": r.end_s - r.scheduled_s if ok else math.nan,
+                    "scheduled_s": r.scheduled_s,
+                    "sent_s": r.sent_s,
+                    "send_lag_s": r.sent_s - r.scheduled_s,
+                    "ttft_s": ttft,
+                    "e2e_s": e2e,
+                    "tpot_s": tpot,
+                    "itl_mean_s": float(gaps.mean()) if ok and gaps.size else math.nan,
+                    "chunks": len(r.chunk_times_s),
+                    "outcome": r.outcome,
+                    "status": r.status,
+                    "error": r.error,
+                    "prompt_tokens": r.prompt_tokens,
+                    "output_tokens": r.output_tokens,
+                    "zone": r.zone,
+                    "group": r.group,
+                    "endpoint": r.endpoint,
+                }
+            )
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return frame
+        frame["status"] = frame["status"].astype("Int64")
+        frame["prompt_tokens"] = frame["prompt_tokens"].astype("Int64")
+        frame["output_tokens"] = frame["output_tokens"].astype("Int64")
+        return frame
+
+    def itls_s(self) -> np.ndarray:
+        """Every gap between consecutive content chunks, pooled over successful requests."""
+        gaps = [
+            np.diff(r.chunk_times_s)
+            for r in self.records
+            if r.outcome == "ok" and len(r.chunk_times_s) > 1
+        ]
+        return np.concatenate(gaps) if gaps else np.zeros(0)
+
+
+def _classify(exc: BaseException) -> tuple[str, str]:
+    """Map a client exception to (outcome, one-line error)."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timeout", text
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        refused = exc.os_error.errno == errno.ECONNREFUSED or isinstance(
+            exc.os_error, ConnectionRefusedError
+        )
+        return ("connection_refused" if refused else "client_error"), text
+    if isinstance(
+        exc,
+        aiohttp.ServerDisconnectedError
+        | aiohttp.ClientPayloadError
+        | ConnectionResetError
+        | BrokenPipeError,
+    ):
+        return "connection_reset", text
+    if isinstance(exc, aiohttp.ClientOSError) and exc.errno in (errno.ECONNRESET, errno.EPIPE):
+        return "connection_reset", text
+    return "client_error", text
+
+
+class _Sender:
+    """Holds the run's session, clock and records; one per run."""
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        url: str | Sequence[str],
+        model: str,
+        *,
+        endpoint: str,
+        stream: bool,
+        timeout_s: float,
+        headers: Mapping[str, str] | None,
+        max_connections: int,
+        ignore_eos: bool,
+        progress: bool,
+    ) -> None:
+        if endpoint not in _ENDPOINTS:
+            raise LoadTestError(f"endpoint={endpoint!r}: choose one of {', '.join(_ENDPOINTS)}")
+        if not timeout_s > 0:
+            raise LoadTestError(f"timeout_s={timeout_s}: give a positive per-request timeout")
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls:
+            raise LoadTestError("no URL to send to: give a base URL such as http://127.0.0.1:8000")
+        self.schedule = schedule
+        # Several URLs (e.g. one per zone) share the requests round-robin by index.
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.post_urls = [u + _ENDPOINTS[endpoint] for u in self.base_urls]
+        self.endpoint = endpoint
+        self.model = model
+        self.stream = stream
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+        self.max_connections = max_connections
+        self.ignore_eos = ignore_eos
+        self.records: list[RequestRecord] = []
+        self.t0 = 0.0
+        self.bar = tqdm(
+            total=schedule.num_requests,
+            disable=not progress,
+            desc=f"loadtest {schedule.label()}",
+            unit="req",
+            leave=False,
+        )
+
+    def _body(self, index: int) -> bytes:
+        prompt = self.schedule.prompt(index)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.schedule.output_tokens,
+            "stream": self.stream,
+            # ignore_eos is a vLLM extension: with it every answer has exactly max_tokens.
+            "ignore_eos": self.ignore_eos,
+            "temperature": 0.0,
+        }
+        if self.endpoint == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        if self.stream:
+            body["stream_options"] = {"include_usage": True}
+        return json.dumps(body).encode()
+
+    async def send(self, session: aiohttp.ClientSession, record: RequestRecord) -> None:
+        body = self._body(record.index)
+        now = time.perf_counter
+        slot = record.index % len(self.post_urls)
+        record.endpoint = self.base_urls[slot]
+        record.sent_s = now() - self.t0
+        try:
+            async with session.post(
+                self.post_urls[slot], data=body, headers=self.headers, timeout=self.timeout
+            ) as resp:
+                record.status = resp.status
+                record.zone = resp.headers.get("x-lab-zone", "")
+                record.group = resp.headers.get("x-lab-group", "")
+                if resp.status >= 400:
+                    detail = (await resp.read())[:200].decode(errors="replace")
+                    record.end_s = now() - self.t0
+                    record.outcome = "http_4xx" if resp.status < 500 else "http_5xx"
+                    record.error = f"HTTP {resp.status}: {' '.join(detail.split())}"
+                    return
+                if self.stream:
+                    await self._read_stream(resp, record)
+                else:
+                    payload = await resp.read()
+                    record.end_s = record.first_token_s = now() - self.t0
+                    record.chunk_times_s.append(record.end_s)
+                    self._take_usage(json.loads(payload), record)
+                    record.outcome = "ok"
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            record.end_s = now() - self.t0
+            record.outcome, record.error = _classify(exc)
+            if record.outcome == "timeout":
+                record.error = f"TimeoutError: no complete answer within {self.timeout.total:g} s"
+        finally:
+            self.bar.update(1)
+
+    async def _read_stream(self, resp: aiohttp.ClientResponse, record: RequestRecord) -> None:
+        now, t0 = time.perf_counter, self.t0
+        chunk_times = record.chunk_times_s
+        buffer = b""
+        done = False
+        # Reading whatever arrived (not line by line) keeps per-request cost low; events that
+        # arrive in the same read share one timestamp, as they did on the wire.
+        async for data in resp.content.iter_any():
+            arrived_s = now() - t0
+            buffer += data
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if not event.startswith(b"data:"):
+                    continue
+                payload = event[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    continue
+                if b'"usage":{' in payload or b'"error"' in payload:
+                    parsed = json.loads(payload)
+                    if "error" in parsed:
+                        record.end_s = arrived_s
+                        record.outcome = "stream_error"
+                        record.error = str(parsed["error"])[:200]
+                        return
+                    self._take_usage(parsed, record)
+                if _has_content(payload):
+                    if not chunk_times:
+                        record.first_token_s = arrived_s
+                    chunk_times.append(arrived_s)
+        record.end_s = now() - t0
+        if not done:
+            record.outcome, record.error = "stream_error", "stream ended without data: [DONE]"
+        elif not chunk_times:
+            record.outcome, record.error = "stream_error", "stream carried no content"
+        else:
+            record.outcome = "ok"
+
+    @staticmethod
+    def _take_usage(parsed: dict[str, Any], record: RequestRecord) -> None:
+        usage = parsed.get("usage") or {}
+        if "prompt_tokens" in usage:
+            record.prompt_tokens = int(usage["prompt_tokens"])
+        if "completion_tokens" in usage:
+            record.output_tokens = int(usage["completion_tokens"])
+
+    async def run(self, duration_s: float | None) -> float:
+        connector = aiohttp.TCPConnector(limit=self.max_connections, force_close=False)
+        try:
+            async with aiohttp.ClientSession(connector=connector) as session:
+                self.t0 = time.perf_counter()
+                if self.schedule.is_open_loop:
+                    await self._open_loop(session)
+                else:
+                    await self._closed_loop(session, duration_s)
+                return time.perf_counter() - self.t0
+        finally:
+            self.bar.close()
+
+    async def _open_loop(self, session: aiohttp.ClientSession) -> None:
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task[None]] = set()
+        offsets = self.schedule.offsets_s.tolist()
+        self.records = [RequestRecord(index=i, scheduled_s=s) for i, s in enumerate(offsets)]
+        start = self.t0
+        for record in self.records:
+            delay = start + record.scheduled_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = loop.create_task(self.send(session, record))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def _closed_loop(self, session: aiohttp.ClientSession, duration_s: float | None) -> None:
+        limit = self.schedule.requests
+        next_index = 0
+
+        async def user() -> None:
+            nonlocal next_index
+            while limit is None or next_index < limit:
+                elapsed = time.perf_counter() - self.t0
+                if duration_s is not None and elapsed >= duration_s:
+                    return
+                record = RequestRecord(index=next_index, scheduled_s=elapsed)
+                next_index += 1
+                self.records.append(record)
+                await self.send(session, record)
+
+        assert self.schedule.concurrency is not None
+        await asyncio.gather(*(user() for _ in range(self.schedule.concurrency)))
+        self.records.sort(key=lambda r: r.index)
+
+
+def _has_content(payload: bytes) -> bool:
+    """True when an SSE chunk carries generated text (not a role-only or usage-only chunk)."""
+    if b'": ' in payload:
+        # Not compact JSON (vLLM's pydantic output is compact): the byte checks below would
+        # miss empty fields written with spaces, so parse it properly.
+        return _parsed_has_content(json.loads(payload))
+    if b'"choices":[]' in payload:
+        return False
+    # Role-only first chat chunks and some final chunks carry empty text/content.
+    return not (
+        b'"text":""' in payload
+        or b'"content":""' in payload
+        or b'"content":null' in payload
+        or (b'"text"' not in payload and b'"content"' not in payload)
+    )
+
+
+def _parsed_has_content(parsed: dict[str, Any]) -> bool:
+    choices = parsed.get("choices") or []
+    if not choices:
+        return False
+    choice = choices[0]
+    return bool(choice.get("text") or (choice.get("delta") or {}).get("content"))
+
+
+async def run_load_async(
+    schedule: Schedule,
+    url: str | Sequence[str],
+    model: str,
+    *,
+    endpoint: str = "completions",
+    stream: bool = True,
+    timeout_s: float = 60.0,
+    headers: Mapping[str, str] | None = None,
+    max_connections: int = 0,
+    ignore_eos: bool = True,
+    progress: bool = True,
+) -> LoadTestResult:
+    """Run ``schedule`` against an OpenAI-compatible server at ``url`` and record everything.
+
+    Args:
+        schedule: from :func:`~labutils.loadtest.schedule.open_loop` or ``closed_loop``.
+        url: base URL (``http://127.0.0.1:8000``), or several that share the requests
+            round-robin; ``/v1/completions`` or ``/v1/chat/completions`` is appended.
+        model: the served model name.
+        endpoint: ``completions`` or ``chat``.
+        stream: stream the answer (needed for TTFT and ITL).
+        timeout_s: per-request limit; a request past it is recorded as ``timeout``.
+        headers: extra headers (e.g. ``Authorization`` read from the environment).
+        max_connections: connection-pool size (0 = unlimited, so the pool never delays sends).
+        ignore_eos: ask the server to generate exactly ``max_tokens`` (vLLM extension).
+        progress: show a tqdm progress bar.
+    """
+    sender = _Sender(
+        schedule,
+        url,
+        model,
+        endpoint=endpoint,
+        stream=stream,
+        timeout_s=timeout_s,
+        headers=headers,
+        max_connections=max_connections,
+        ignore_eos=ignore_eos,
+        progress=progress,
+    )
+    started_at = time.time()
+    wall_s = await sender.run(schedule.duration_s)
+    return LoadTestResult(
+        schedule=schedule,
+        records=sender.records,
+        url=url if isinstance(url, str) else ",".join(url),
+        model=model,
+        stream=stream,
+        started_at=started_at,
+        wall_s=wall_s,
+    )
+
+
+def run_load(
+    schedule: Schedule, url: str | Sequence[str], model: str, **options: Any
+) -> LoadTestResult:
+    """Synchronous :func:`run_load_async` (works in scripts and inside Jupyter)."""
+    return run_sync(run_load_async(schedule, url, model, **options))

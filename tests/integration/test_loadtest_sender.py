@@ -1,0 +1,130 @@
+"""The sender against a real canned streaming server process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from labutils.loadtest import closed_loop, open_loop, run_load, summarize
+from labutils.loadtest.summary import Slo
+
+SERVER = Path(__file__).with_name("loadtest_canned_server.py")
+
+
+def _start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, str(SERVER), *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        raise RuntimeError(f"canned server did not start: {line!r}")
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[dict[str, str]]:
+    """Two canned servers, one per zone (prefill 40 ms, 20 ms per token)."""
+    procs = []
+    urls = {}
+    try:
+        for zone in ("zone-a", "zone-b"):
+            proc, url = _start(
+                "--zone", zone, "--group", f"vllm-{zone}-0", "--ttft-ms", "40", "--itl-ms", "20"
+            )
+            procs.append(proc)
+            urls[zone] = url
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+def _closed_port() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there any more
+
+
+def test_every_failure_is_classified_and_counted(servers: dict[str, str]) -> None:
+    schedule = open_loop(40, arrival="constant", requests=12, input_tokens=8, output_tokens=4)
+    result = run_load(schedule, servers["zone-a"], "mixed", timeout_s=1.0, progress=False)
+    frame = result.to_frame()
+    assert len(frame) == 12 and sorted(frame["index"]) == list(range(12))
+    # The server cycles ok, 500, 429, reset, stall, reset_mid in arrival order.
+    counts = frame["outcome"].value_counts().to_dict()
+    assert counts == {"ok": 2, "http_5xx": 2, "http_4xx": 2, "connection_reset": 4, "timeout": 2}
+    assert set(frame.loc[frame["outcome"].eq("http_4xx"), "status"]) == {429}
+    assert set(frame.loc[frame["outcome"].eq("http_5xx"), "status"]) == {500}
+    assert frame.loc[frame["outcome"].eq("timeout"), "error"].str.contains("1 s").all()
+    row = summarize(result).to_frame().iloc[0]
+    assert (row["requests"], row["completed"], row["failed"]) == (12, 2, 10)
+    assert (row["n_timeout"], row["n_connection_reset"], row["n_http_4xx"]) == (2, 4, 2)
+
+    refused = run_load(
+        open_loop(50, requests=3, input_tokens=4, output_tokens=2),
+        _closed_port(),
+        "ok",
+        progress=False,
+    )
+    assert refused.to_frame()["outcome"].tolist() == ["connection_refused"] * 3
+
+
+def test_streaming_ttft_and_chunk_timing(servers: dict[str, str]) -> None:
+    tokens = 8
+    schedule = open_loop(20, arrival="constant", requests=6, input_tokens=16, output_tokens=tokens)
+    result = run_load(schedule, servers["zone-a"], "ok", progress=False)
+    frame = result.to_frame()
+    assert frame["outcome"].eq("ok").all()
+    assert frame["output_tokens"].eq(tokens).all() and frame["prompt_tokens"].eq(16).all()
+    assert frame["chunks"].eq(tokens).all()
+    assert frame["zone"].eq("zone-a").all() and frame["group"].eq("vllm-zone-a-0").all()
+    ttft, e2e = frame["ttft_s"].median(), frame["e2e_s"].median()
+    # Server: 40 ms prefill then 7 gaps of 20 ms. Generous bounds for a loaded machine.
+    assert 0.035 < ttft < 0.2
+    assert e2e - ttft > 0.7 * 7 * 0.020
+    itl = result.itls_s()
+    assert len(itl) == 6 * (tokens - 1)
+    assert 0.015 < np.median(itl) < 0.08
+    np.testing.assert_allclose(frame["tpot_s"], (frame["e2e_s"] - frame["ttft_s"]) / (tokens - 1))
+
+    plain = run_load(schedule, servers["zone-a"], "ok", stream=False, progress=False).to_frame()
+    assert plain["outcome"].eq("ok").all()
+    # Without streaming the first byte is the whole answer: "TTFT" equals E2E ...
+    assert (plain["ttft_s"] == plain["e2e_s"]).all()
+    # ... and is far later than the streamed first token.
+    assert plain["ttft_s"].median() > ttft + 0.7 * 7 * 0.020
+
+
+def test_round_robin_over_zones_and_per_zone_summary(servers: dict[str, str]) -> None:
+    schedule = open_loop(50, arrival="poisson", requests=10, input_tokens=8, output_tokens=3)
+    result = run_load(schedule, list(servers.values()), "ok", progress=False)
+    summary = summarize(result, slo=Slo(ttft_ms=10_000, tpot_ms=10_000))
+    rows = summary.to_frame().set_index(["scope", "key"])
+    assert rows.loc[("zone", "zone-a"), "completed"] == 5
+    assert rows.loc[("zone", "zone-b"), "completed"] == 5
+    assert rows.loc[("all", "*"), "good_requests"] == 10
+    tight = summarize(result, slo=Slo(ttft_ms=0.001)).to_frame().iloc[0]
+    assert tight["good_requests"] == 0
+    data = summary.to_json()
+    assert data["completed"] == 10 and data["total_output_tokens"] == 30
+    assert len(data["ttfts"]) == 10 and data["zones"].count("zone-b") == 5
+    assert data["request_throughput"] > 0 and data["median_ttft_ms"] > 0
+
+
+def test_closed_loop_keeps_concurrency(servers: dict[str, str]) -> None:
+    schedule = closed_loop(2, requests=6, input_tokens=4, output_tokens=3)
+    frame = run_load(schedule, servers["zone-b"], "ok", progress=False).to_frame()
+    assert len(frame) == 6 and frame["outcome"].eq("ok").all()
+    starts = frame["sent_s"].to_numpy()
+    ends = (frame["sent_s"] + frame["e2e_s"]).to_numpy()
+    in_flight = [int(((starts <= t) & (ends > t)).sum()) for t in starts]
+    assert max(in_flight) == 2

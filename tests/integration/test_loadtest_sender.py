@@ -13,6 +13,7 @@ import pytest
 
 from labutils.loadtest import closed_loop, open_loop, run_load, summarize
 from labutils.loadtest.summary import Slo
+from labutils.monitoring import metrics_frame, parse_scrape, scrape_urls
 
 SERVER = Path(__file__).with_name("loadtest_canned_server.py")
 
@@ -128,3 +129,37 @@ def test_closed_loop_keeps_concurrency(servers: dict[str, str]) -> None:
     ends = (frame["sent_s"] + frame["e2e_s"]).to_numpy()
     in_flight = [int(((starts <= t) & (ends > t)).sum()) for t in starts]
     assert max(in_flight) == 2
+
+
+def _bucket_of(value: float, bounds: np.ndarray) -> int:
+    return int(np.searchsorted(bounds, value, side="left"))
+
+
+def test_client_latency_agrees_with_server_histograms(servers: dict[str, str]) -> None:
+    url = servers["zone-b"]
+    targets = {("zone-b", "vllm-zone-b-0"): url + "/metrics"}
+    before = scrape_urls(targets)
+    schedule = open_loop(25, arrival="constant", requests=10, input_tokens=8, output_tokens=6)
+    frame = run_load(schedule, url, "ok", progress=False).to_frame()
+    after = scrape_urls(targets)
+    assert frame["outcome"].eq("ok").all()
+    series = metrics_frame(before + after, quantiles=(0.5,))
+    row = series.iloc[-1]
+    assert row["requests_per_s"] > 0 and row["generation_tokens_per_s"] > 0
+    for name, column in (
+        ("vllm:time_to_first_token_seconds", "ttft_s"),
+        ("vllm:e2e_request_latency_seconds", "e2e_s"),
+    ):
+        bounds, _ = parse_scrape(after[0]).buckets[name]
+        server_p50 = row[f"{'ttft' if column == 'ttft_s' else 'e2e'}_p50_s"]
+        client_p50 = float(frame[column].median())
+        # Same histogram bucket, or the next one up: the client also sees the network.
+        gap = _bucket_of(client_p50, bounds) - _bucket_of(server_p50, bounds)
+        assert gap in (0, 1), (name, client_p50, server_p50)
+        assert client_p50 >= server_p50 * 0.5
+
+
+def test_scrape_of_dead_endpoint_reports_error() -> None:
+    scrapes = scrape_urls({("z", "g"): _closed_port() + "/metrics"}, timeout_s=2.0)
+    assert len(scrapes) == 1 and scrapes[0].text == ""
+    assert "ClientConnectorError" in (scrapes[0].error or "")

@@ -25,6 +25,7 @@ __all__ = [
     "arrival_offsets_s",
     "closed_loop",
     "make_prompt",
+    "make_prompts",
     "open_loop",
     "sweep",
 ]
@@ -48,21 +49,38 @@ _WORD_TEXT = (
 )
 _WORDS = tuple(_WORD_TEXT.split())
 
-# Mixed with the seed and request index into one seed sequence per prompt.
+# Mixed with the seed and block number into one seed sequence per block of prompts.
 _PROMPT_STREAM = 0x5EED
+_PROMPT_BLOCK = 256
 
 
 def make_prompt(seed: int, index: int, input_tokens: int) -> str:
-    """Return request ``index``'s prompt: about ``input_tokens`` seeded words.
+    """Return request ``index``'s prompt: ``input_tokens`` seeded words.
 
     Every request gets different words from its first token on, so a prefix cache cannot
-    flatter the server.
+    flatter the server. Same as ``make_prompts(seed, index, 1, input_tokens)[0]``.
+    """
+    return make_prompts(seed, index, 1, input_tokens)[0]
+
+
+def make_prompts(seed: int, start: int, count: int, input_tokens: int) -> list[str]:
+    """Prompts of requests ``start .. start+count-1`` (deterministic in seed and index).
+
+    Words are drawn per block of ``_PROMPT_BLOCK`` requests from one generator seeded with
+    (seed, block), so a whole schedule's prompts cost a few vectorized draws.
     """
     if input_tokens < 1:
         raise LoadTestError(f"input_tokens={input_tokens}: give at least 1 token per prompt")
-    rng = np.random.default_rng([_PROMPT_STREAM, seed, index])
-    picks = rng.integers(0, len(_WORDS), size=input_tokens)
-    return " ".join(_WORDS[i] for i in picks)
+    prompts: list[str] = []
+    words = np.array(_WORDS, dtype=object)
+    first_block, last_block = start // _PROMPT_BLOCK, (start + count - 1) // _PROMPT_BLOCK
+    for block in range(first_block, last_block + 1):
+        rng = np.random.default_rng([_PROMPT_STREAM, seed, block])
+        picks = words[rng.integers(0, len(_WORDS), size=(_PROMPT_BLOCK, input_tokens))]
+        lo = max(start, block * _PROMPT_BLOCK) - block * _PROMPT_BLOCK
+        hi = min(start + count, (block + 1) * _PROMPT_BLOCK) - block * _PROMPT_BLOCK
+        prompts += [" ".join(row) for row in picks[lo:hi]]
+    return prompts
 
 
 def arrival_offsets_s(
@@ -155,6 +173,10 @@ class Schedule:
     def prompt(self, index: int) -> str:
         """The prompt of request ``index`` (deterministic in seed and index)."""
         return make_prompt(self.seed, index, self.input_tokens)
+
+    def prompts(self, start: int, count: int) -> list[str]:
+        """Prompts of requests ``start .. start+count-1`` at once (much faster than one by one)."""
+        return make_prompts(self.seed, start, count, self.input_tokens)
 
     def label(self) -> str:
         """Short name for tables and plot legends, e.g. ``poisson@20rps`` or ``c=8``."""

@@ -10,13 +10,14 @@ kept, token counts come from the final ``usage`` chunk (``stream_options.include
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import errno
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import numpy as np
@@ -46,6 +47,8 @@ OUTCOMES: tuple[str, ...] = (
     "stream_error",  # 200 but the stream carried an error or ended without [DONE]
     "client_error",  # anything else the client raised
 )
+
+T = TypeVar("T")
 
 _ENDPOINTS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
 
@@ -204,8 +207,11 @@ class _Sender:
             leave=False,
         )
 
-    def _body(self, index: int) -> bytes:
-        prompt = self.schedule.prompt(index)
+    def _bodies(self, start: int, count: int) -> list[bytes]:
+        """Request bodies, built before the clock starts so sending costs no JSON encoding."""
+        return [self._body(p) for p in self.schedule.prompts(start, count)]
+
+    def _body(self, prompt: str) -> bytes:
         body: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.schedule.output_tokens,
@@ -222,16 +228,15 @@ class _Sender:
             body["stream_options"] = {"include_usage": True}
         return json.dumps(body).encode()
 
-    async def send(self, session: aiohttp.ClientSession, record: RequestRecord) -> None:
-        body = self._body(record.index)
+    async def send(
+        self, session: aiohttp.ClientSession, record: RequestRecord, body: bytes
+    ) -> None:
         now = time.perf_counter
         slot = record.index % len(self.post_urls)
         record.endpoint = self.base_urls[slot]
         record.sent_s = now() - self.t0
         try:
-            async with session.post(
-                self.post_urls[slot], data=body, headers=self.headers, timeout=self.timeout
-            ) as resp:
+            async with session.post(self.post_urls[slot], data=body, timeout=self.timeout) as resp:
                 record.status = resp.status
                 record.zone = resp.headers.get("x-lab-zone", "")
                 record.group = resp.headers.get("x-lab-group", "")
@@ -267,26 +272,25 @@ class _Sender:
         async for data in resp.content.iter_any():
             arrived_s = now() - t0
             buffer += data
-            *events, buffer = buffer.split(b"\n\n")
-            for event in events:
-                if not event.startswith(b"data:"):
-                    continue
-                payload = event[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
-                    continue
-                if b'"usage":{' in payload or b'"error"' in payload:
-                    parsed = json.loads(payload)
-                    if "error" in parsed:
-                        record.end_s = arrived_s
-                        record.outcome = "stream_error"
-                        record.error = str(parsed["error"])[:200]
-                        return
-                    self._take_usage(parsed, record)
-                if _has_content(payload):
-                    if not chunk_times:
-                        record.first_token_s = arrived_s
-                    chunk_times.append(arrived_s)
+            cut = buffer.rfind(b"\n\n")
+            if cut < 0:
+                continue
+            complete, buffer = buffer[: cut + 2], buffer[cut + 2 :]
+            if b'"error"' in complete or b'": ' in complete:
+                content, usage, done_here, error = _scan_events(complete)
+            else:
+                content, usage, done_here, error = _count_compact(complete)
+            if error is not None:
+                record.end_s = arrived_s
+                record.outcome, record.error = "stream_error", error
+                return
+            if usage is not None:
+                self._take_usage(usage, record)
+            if content:
+                if not chunk_times:
+                    record.first_token_s = arrived_s
+                chunk_times.extend([arrived_s] * content)
+            done = done or done_here
         record.end_s = now() - t0
         if not done:
             record.outcome, record.error = "stream_error", "stream ended without data: [DONE]"
@@ -306,11 +310,13 @@ class _Sender:
     async def run(self, duration_s: float | None) -> float:
         connector = aiohttp.TCPConnector(limit=self.max_connections, force_close=False)
         try:
-            async with aiohttp.ClientSession(connector=connector) as session:
-                self.t0 = time.perf_counter()
+            async with aiohttp.ClientSession(
+                connector=connector, headers=self.headers, auto_decompress=False
+            ) as session:
                 if self.schedule.is_open_loop:
                     await self._open_loop(session)
                 else:
+                    self.t0 = time.perf_counter()
                     await self._closed_loop(session, duration_s)
                 return time.perf_counter() - self.t0
         finally:
@@ -321,12 +327,15 @@ class _Sender:
         tasks: set[asyncio.Task[None]] = set()
         offsets = self.schedule.offsets_s.tolist()
         self.records = [RequestRecord(index=i, scheduled_s=s) for i, s in enumerate(offsets)]
-        start = self.t0
-        for record in self.records:
-            delay = start + record.scheduled_s - time.perf_counter()
+        bodies = self._bodies(0, len(offsets))
+        # The clock starts after all the preparation above.
+        self.t0 = start = time.perf_counter()
+        clock = time.perf_counter
+        for record, body in zip(self.records, bodies, strict=True):
+            delay = start + record.scheduled_s - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = loop.create_task(self.send(session, record))
+            task = loop.create_task(self.send(session, record, body))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
@@ -343,30 +352,58 @@ class _Sender:
                 if duration_s is not None and elapsed >= duration_s:
                     return
                 record = RequestRecord(index=next_index, scheduled_s=elapsed)
+                body = self._bodies(next_index, 1)[0]
                 next_index += 1
                 self.records.append(record)
-                await self.send(session, record)
+                await self.send(session, record, body)
 
         assert self.schedule.concurrency is not None
         await asyncio.gather(*(user() for _ in range(self.schedule.concurrency)))
         self.records.sort(key=lambda r: r.index)
 
 
-def _has_content(payload: bytes) -> bool:
-    """True when an SSE chunk carries generated text (not a role-only or usage-only chunk)."""
-    if b'": ' in payload:
-        # Not compact JSON (vLLM's pydantic output is compact): the byte checks below would
-        # miss empty fields written with spaces, so parse it properly.
-        return _parsed_has_content(json.loads(payload))
-    if b'"choices":[]' in payload:
-        return False
-    # Role-only first chat chunks and some final chunks carry empty text/content.
-    return not (
-        b'"text":""' in payload
-        or b'"content":""' in payload
-        or b'"content":null' in payload
-        or (b'"text"' not in payload and b'"content"' not in payload)
+_ScanResult = tuple[int, dict[str, Any] | None, bool, str | None]
+
+
+def _count_compact(events: bytes) -> _ScanResult:
+    """Fast path for complete SSE events in compact JSON (how vLLM writes them).
+
+    Counts content chunks with C-level ``bytes.count`` instead of parsing every chunk:
+    a chunk carries text when its ``"text"`` (completions) or ``"content"`` (chat) is a
+    non-empty string. Only the ``usage`` chunk is parsed.
+    """
+    content = (
+        events.count(b'"text":"')
+        - events.count(b'"text":""')
+        + events.count(b'"content":"')
+        - events.count(b'"content":""')
     )
+    usage = None
+    at = events.find(b'"usage":{')
+    if at >= 0:
+        begin = events.rfind(b"data:", 0, at) + 5
+        finish = events.find(b"\n\n", at)
+        usage = json.loads(events[begin : finish if finish >= 0 else len(events)])
+    return content, usage, b"data: [DONE]" in events, None
+
+
+def _scan_events(events: bytes) -> _ScanResult:
+    """Slow path: parse every event (non-compact JSON, or an error in the stream)."""
+    content, usage, done = 0, None, False
+    for event in events.split(b"\n\n"):
+        if not event.startswith(b"data:"):
+            continue
+        payload = event[5:].strip()
+        if payload == b"[DONE]":
+            done = True
+            continue
+        parsed = json.loads(payload)
+        if "error" in parsed:
+            return content, usage, done, str(parsed["error"])[:200]
+        if parsed.get("usage"):
+            usage = parsed
+        content += _parsed_has_content(parsed)
+    return content, usage, done, None
 
 
 def _parsed_has_content(parsed: dict[str, Any]) -> bool:
@@ -433,5 +470,28 @@ async def run_load_async(
 def run_load(
     schedule: Schedule, url: str | Sequence[str], model: str, **options: Any
 ) -> LoadTestResult:
-    """Synchronous :func:`run_load_async` (works in scripts and inside Jupyter)."""
-    return run_sync(run_load_async(schedule, url, model, **options))
+    """Synchronous :func:`run_load_async` (works in scripts and inside Jupyter).
+
+    Runs on uvloop when it is installed (a faster event loop: a higher sustained send rate),
+    otherwise through :func:`labutils._aio.run_sync`.
+    """
+    return _run_fast(run_load_async(schedule, url, model, **options))
+
+
+def _run_fast(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:
+        return run_sync(coro)
+
+    def run_here() -> T:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run_here()
+    # Inside Jupyter's loop: run on a fresh loop in a worker thread (as run_sync does).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="labutils-load") as pool:
+        return pool.submit(run_here).result()

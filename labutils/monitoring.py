@@ -20,7 +20,7 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
@@ -43,6 +43,7 @@ __all__ = [
     "metrics_frame",
     "monitor",
     "monitor_async",
+    "monitor_backend",
     "parse_scrape",
     "recommendations",
     "scrape_urls",
@@ -78,6 +79,10 @@ _HPA_METRICS: dict[str, str] = {
     "vllm_kv_cache_usage_perc": "kv_cache_usage",
 }
 _HPA_TOLERANCE = 0.1  # kube-controller-manager's default --horizontal-pod-autoscaler-tolerance
+
+
+class _Scrapes(Protocol):
+    def scrape_metrics(self) -> list[MetricsScrape]: ...
 
 
 @dataclass(frozen=True)
@@ -459,4 +464,33 @@ def monitor(
     scrapes = run_sync(
         monitor_async(urls, interval_s=interval_s, duration_s=duration_s, progress=progress)
     )
+    return metrics_frame(scrapes)
+
+
+def monitor_backend(
+    backend: _Scrapes,
+    *,
+    interval_s: float = 2.0,
+    duration_s: float = 60.0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Call ``backend.scrape_metrics()`` every ``interval_s`` for ``duration_s``; return series.
+
+    Works with either target (the twin scrapes leaders directly, EKS through the API server's
+    pod proxy), since both implement :class:`labutils.backend.Backend`.
+    """
+    if not interval_s > 0 or not duration_s > 0:
+        raise LoadTestError(f"interval_s={interval_s}, duration_s={duration_s}: both must be > 0")
+    rounds = max(1, int(duration_s / interval_s) + 1)
+    scrapes: list[MetricsScrape] = []
+    start = time.perf_counter()
+    with tqdm(
+        total=rounds, desc="monitor", unit="scrape", disable=not progress, leave=False
+    ) as bar:
+        for n in range(rounds):
+            delay = start + n * interval_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            scrapes += backend.scrape_metrics()
+            bar.update(1)
     return metrics_frame(scrapes)

@@ -22,6 +22,7 @@ from labutils.loadtest.summary import (
     Slo,
     client_health,
     parse_slo,
+    run_sweep,
     summarize,
     sweep_frame,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "parse_slo",
     "run_load",
     "run_load_async",
+    "run_sweep",
     "summarize",
     "sweep",
     "sweep_frame",

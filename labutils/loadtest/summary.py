@@ -10,8 +10,8 @@ ones appear in the error breakdown, never silently dropped from the denominators
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from labutils.errors import LoadTestError
-from labutils.loadtest.sender import OUTCOMES, LoadTestResult, RequestRecord
+from labutils.loadtest.schedule import Schedule
+from labutils.loadtest.sender import OUTCOMES, LoadTestResult, RequestRecord, run_load
 
 __all__ = [
     "LAG_P50_LIMIT_S",
@@ -30,6 +31,7 @@ __all__ = [
     "Slo",
     "client_health",
     "parse_slo",
+    "run_sweep",
     "summarize",
     "sweep_frame",
 ]
@@ -227,6 +229,7 @@ def summarize(
     *,
     slo: Slo | None = None,
     percentiles: tuple[int, ...] = PERCENTILES,
+    warmup_s: float = 0.0,
 ) -> LoadSummary:
     """Summarize every request of ``result`` overall and per zone, group and endpoint.
 
@@ -234,12 +237,19 @@ def summarize(
         result: from :func:`~labutils.loadtest.sender.run_load`.
         slo: targets for goodput (requests meeting all of them); omitted -> no goodput.
         percentiles: which percentiles to report (median and mean always).
+        warmup_s: leave out requests scheduled in the first ``warmup_s`` seconds.
 
     Raises:
-        LoadTestError: the run recorded no requests.
+        LoadTestError: the run recorded no requests (after the warm-up).
     """
+    if warmup_s > 0:
+        kept = [r for r in result.records if r.scheduled_s >= warmup_s]
+        result = replace(result, records=kept)
     if not result.records:
-        raise LoadTestError(f"load test against {result.url} recorded no requests: nothing to sum")
+        raise LoadTestError(
+            f"load test against {result.url} recorded no requests after a {warmup_s:g} s "
+            "warm-up: run longer or lower warmup_s"
+        )
     slo = slo or Slo()
     frame = result.to_frame()
     sent = frame["sent_s"].dropna()
@@ -305,6 +315,24 @@ def sweep_frame(summaries: Iterable[tuple[str, LoadSummary]]) -> pd.DataFrame:
         row["client_on_schedule"] = summary.client.on_schedule
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def run_sweep(
+    steps: Iterable[Schedule],
+    url: str | Sequence[str],
+    model: str,
+    *,
+    slo: Slo | None = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Run each schedule of a sweep in turn and return :func:`sweep_frame` of their summaries.
+
+    ``options`` go to :func:`~labutils.loadtest.sender.run_load` (``timeout_s``, ``stream``...).
+    """
+    summaries = [
+        (step.label(), summarize(run_load(step, url, model, **options), slo=slo)) for step in steps
+    ]
+    return sweep_frame(summaries)
 
 
 def _json_safe(value: Any) -> Any:

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labutils.loadtest import closed_loop, open_loop, run_load, summarize
+from labutils.backend import MetricsScrape
+from labutils.errors import LoadTestError
+from labutils.loadtest import closed_loop, open_loop, run_load, run_sweep, summarize, sweep
 from labutils.loadtest.summary import Slo
-from labutils.monitoring import metrics_frame, parse_scrape, scrape_urls
+from labutils.monitoring import metrics_frame, monitor_backend, parse_scrape, scrape_urls
 
 SERVER = Path(__file__).with_name("loadtest_canned_server.py")
 
@@ -163,3 +165,27 @@ def test_scrape_of_dead_endpoint_reports_error() -> None:
     scrapes = scrape_urls({("z", "g"): _closed_port() + "/metrics"}, timeout_s=2.0)
     assert len(scrapes) == 1 and scrapes[0].text == ""
     assert "ClientConnectorError" in (scrapes[0].error or "")
+
+
+def test_sweep_warmup_and_backend_monitor(servers: dict[str, str]) -> None:
+    base = open_loop(20, arrival="constant", requests=6, input_tokens=4, output_tokens=3)
+    table = run_sweep(sweep(base, rates_rps=[20, 40]), servers["zone-a"], "ok", progress=False)
+    assert table["step"].tolist() == ["constant@20rps", "constant@40rps"]
+    assert table["completed"].tolist() == [6, 6]
+    assert table["requested_rate_rps"].tolist() == pytest.approx([20, 40])
+
+    result = run_load(base, servers["zone-a"], "ok", progress=False)
+    # Requests at 0, 0.05, ..., 0.25 s: a 0.1 s warm-up leaves out the first two.
+    assert summarize(result, warmup_s=0.1).to_frame().iloc[0]["requests"] == 4
+    with pytest.raises(LoadTestError, match="warm-up"):
+        summarize(result, warmup_s=100)
+
+    class _Leaders:
+        """Scrapes the canned leaders over HTTP, as the twin backend does."""
+
+        def scrape_metrics(self) -> list[MetricsScrape]:
+            return scrape_urls({(z, f"vllm-{z}-0"): u + "/metrics" for z, u in servers.items()})
+
+    series = monitor_backend(_Leaders(), interval_s=0.2, duration_s=0.4, progress=False)
+    assert len(series) == 3 * 2 and set(series["zone"]) == {"zone-a", "zone-b"}
+    assert series["error"].eq("").all()

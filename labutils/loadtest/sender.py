@@ -259,6 +259,10 @@ class _Sender:
             record.outcome, record.error = _classify(exc)
             if record.outcome == "timeout":
                 record.error = f"TimeoutError: no complete answer within {self.timeout.total:g} s"
+        except Exception as exc:  # every request must end with an outcome, whatever broke
+            record.end_s = now() - self.t0
+            record.outcome = "client_error"
+            record.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
         finally:
             self.bar.update(1)
 

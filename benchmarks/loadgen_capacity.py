@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -101,11 +102,12 @@ http {{
     raise SystemExit("nginx did not listen within 10 s")
 
 
-def _ours(url: str, rate: float, seconds: float) -> dict[str, object]:
+def _ours(url: str, rate: float, seconds: float, workers: int = 1) -> dict[str, object]:
     schedule = open_loop(
         rate, arrival="constant", duration_s=seconds, input_tokens=8, output_tokens=TOKENS
     )
-    result = run_load(schedule, url, "canned", timeout_s=30, progress=False)
+    options: dict[str, Any] = {"workers": workers} if workers > 1 else {"progress": False}
+    result = run_load(schedule, url, "canned", timeout_s=30, **options)
     summary = summarize(result)
     row = summary.to_frame().iloc[0]
     health = summary.client
@@ -273,31 +275,35 @@ def main() -> int:
                 f"canned nginx SSE server at {url} ({TOKENS}-token streaming answers); "
                 f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
             )
-            ours, bare = [], []
+            ours, ours2, bare = [], [], []
             for rate in rates:
-                step = _ours(url, rate, args.step_s)
-                ours.append(step)
-                print(
-                    f"ours {rate:>6.0f} req/s x {args.step_s:g} s: sent "
-                    f"{step['achieved_rps']:>6.0f}/s, lag p50 {step['lag_p50_ms']:7.2f} ms, "
-                    f"p99 {step['lag_p99_ms']:7.2f} ms, failed {step['failed']}: "
-                    f"{'on schedule' if step['sustained'] else 'SATURATED'}"
-                )
+                for runs, workers in ((ours, 1), (ours2, 2)):
+                    step = _ours(url, rate, args.step_s, workers)
+                    runs.append(step)
+                    print(
+                        f"ours x{workers} {rate:>6.0f} req/s x {args.step_s:g} s: sent "
+                        f"{step['achieved_rps']:>6.0f}/s, lag p50 {step['lag_p50_ms']:7.2f} ms, "
+                        f"p99 {step['lag_p99_ms']:7.2f} ms, failed {step['failed']}: "
+                        f"{'on schedule' if step['sustained'] else 'SATURATED'}"
+                    )
                 peer = _bare_aiohttp(url, rate, args.step_s)
                 bare.append(peer)
                 print(
-                    f"bare {rate:>6.0f} req/s x {args.step_s:g} s: lag p50 "
+                    f"bare    {rate:>6.0f} req/s x {args.step_s:g} s: lag p50 "
                     f"{peer['lag_p50_ms']:7.2f} ms, p99 {peer['lag_p99_ms']:7.2f} ms, failed "
                     f"{peer['failed']}: {'on schedule' if peer['sustained'] else 'SATURATED'}"
                 )
             first_saturated = next((s for s in ours if not s["sustained"]), None)
             if first_saturated:
                 print(f"what the sender reports past its limit: {first_saturated['note']}")
-            target = _ours(url, args.target_rate, args.target_s)
-            print(
-                f"target {args.target_rate:.0f} req/s x {args.target_s:g} s: {target['note']}; "
-                f"failed {target['failed']} of {target['requests']}"
-            )
+            targets = {}
+            for workers in (1, 2):
+                target = _ours(url, args.target_rate, args.target_s, workers)
+                targets[workers] = target
+                print(
+                    f"target x{workers} {args.target_rate:.0f} req/s x {args.target_s:g} s: "
+                    f"{target['note']}; failed {target['failed']} of {target['requests']}"
+                )
             wrk_rps = _wrk(url, 5)
             vllm_note = _peer_vllm(url, args.target_rate, 5)
             wrk_text = f"{wrk_rps:.0f} req/s" if wrk_rps else "skipped"
@@ -305,38 +311,40 @@ def main() -> int:
             print(f"vllm bench serve: {vllm_note}")
             guidellm = "installed, not automated here" if shutil.which("guidellm") else "skipped"
             print(f"guidellm: {guidellm}")
-            ours_rps, bare_rps = _sustained(ours), _sustained(bare)
+            ours_rps, ours2_rps, bare_rps = _sustained(ours), _sustained(ours2), _sustained(bare)
+            best = max(ours_rps, ours2_rps)
             print(f"== ratios (same run, same machine; load average now {os.getloadavg()[0]:.1f})")
             print(
-                f"highest sustained open-loop rate: ours {ours_rps:.0f} req/s, "
-                f"bare aiohttp loop {bare_rps:.0f} req/s"
+                f"highest sustained open-loop rate: ours {ours_rps:.0f} req/s (1 process), "
+                f"{ours2_rps:.0f} req/s (2 processes); bare aiohttp loop {bare_rps:.0f} req/s"
             )
             if bare_rps:
-                print(f"ours / bare aiohttp: {ours_rps / bare_rps:.2f}")
+                print(
+                    f"ours (1 process) / bare aiohttp: {ours_rps / bare_rps:.2f}; "
+                    f"ours (best) / bare aiohttp: {best / bare_rps:.2f}"
+                )
             if wrk_rps:
-                print(f"ours / wrk ceiling: {ours_rps / wrk_rps:.3f}")
+                print(f"ours (best) / wrk ceiling: {best / wrk_rps:.3f}")
             for name, peer_rps in (("vllm bench serve", 1480.0), ("GuideLLM", 350.0)):
                 print(
-                    f"ours / {name} ({peer_rps:.0f} req/s, the issue's measurement on this "
-                    f"kind of machine, not this run): {ours_rps / peer_rps:.2f}"
+                    f"ours (best) / {name} ({peer_rps:.0f} req/s, the issue's measurement on "
+                    f"this kind of machine, not this run): {best / peer_rps:.2f}"
                 )
+            met = [f"{w} process(es)" for w, t in targets.items() if t["sustained"]]
             print(
                 f"target met ({args.target_rate:.0f} req/s x {args.target_s:g} s, lag p50 < 2 "
-                f"ms, p99 < 10 ms, no failures): {'yes' if target['sustained'] else 'no'}"
+                f"ms, p99 < 10 ms, no failures): {'yes with ' + ', '.join(met) if met else 'no'}"
             )
             if args.json:
-                args.json.write_text(
-                    json.dumps(
-                        {
-                            "ours": ours,
-                            "bare_aiohttp": bare,
-                            "target": target,
-                            "wrk_rps": wrk_rps,
-                            "vllm": vllm_note,
-                        },
-                        indent=1,
-                    )
-                )
+                numbers = {
+                    "ours": ours,
+                    "ours_2_processes": ours2,
+                    "bare_aiohttp": bare,
+                    "target": targets,
+                    "wrk_rps": wrk_rps,
+                    "vllm": vllm_note,
+                }
+                args.json.write_text(json.dumps(numbers, indent=1))
         finally:
             nginx.send_signal(signal.SIGQUIT)
             try:

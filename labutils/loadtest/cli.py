@@ -56,6 +56,12 @@ def register(subparsers: Any) -> None:
         default="LAB_API_KEY",
         help="environment variable holding a bearer token (sent if set)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing an open-loop schedule (when one cannot keep up)",
+    )
     p.add_argument("--out", type=Path, help="write results as JSON (vllm bench serve field names)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_loadtest)
@@ -130,6 +136,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             headers=headers,
             progress=not args.no_progress,
+            **({"workers": args.workers} if args.workers > 1 else {}),
         )
         summary = summarize(result, slo=slo)
         results.append((schedule.label(), summary))

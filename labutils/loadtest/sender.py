@@ -14,9 +14,11 @@ import concurrent.futures
 import errno
 import json
 import math
+import multiprocessing
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from queue import Empty
 from typing import Any, TypeVar
 
 import aiohttp
@@ -25,7 +27,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
-from labutils.errors import LoadTestError
+from labutils.errors import LoadTestError, WaitTimeout
 from labutils.loadtest.schedule import Schedule
 
 __all__ = [
@@ -178,6 +180,7 @@ class _Sender:
         max_connections: int,
         ignore_eos: bool,
         progress: bool,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if endpoint not in _ENDPOINTS:
             raise LoadTestError(f"endpoint={endpoint!r}: choose one of {', '.join(_ENDPOINTS)}")
@@ -199,6 +202,11 @@ class _Sender:
         self.ignore_eos = ignore_eos
         self.records: list[RequestRecord] = []
         self.t0 = 0.0
+        # Open loop split over processes: this sender sends indices shard[0], +shard[1], ...
+        self.shard = shard
+        # Blocks until every shard is ready; returns the common start (a perf_counter value:
+        # CLOCK_MONOTONIC on Linux, the same clock in every process of the machine).
+        self.start_gate: Callable[[], float] | None = None
         self.bar = tqdm(
             total=schedule.num_requests,
             disable=not progress,
@@ -330,10 +338,14 @@ class _Sender:
         loop = asyncio.get_running_loop()
         tasks: set[asyncio.Task[None]] = set()
         offsets = self.schedule.offsets_s.tolist()
-        self.records = [RequestRecord(index=i, scheduled_s=s) for i, s in enumerate(offsets)]
-        bodies = self._bodies(0, len(offsets))
+        first, step = self.shard
+        indices = range(first, len(offsets), step)
+        self.records = [RequestRecord(index=i, scheduled_s=offsets[i]) for i in indices]
+        all_bodies = self._bodies(0, len(offsets))
+        bodies = [all_bodies[i] for i in indices]
         # The clock starts after all the preparation above.
-        self.t0 = start = time.perf_counter()
+        start = self.start_gate() if self.start_gate else time.perf_counter()
+        self.t0 = start
         clock = time.perf_counter
         for record, body in zip(self.records, bodies, strict=True):
             delay = start + record.scheduled_s - clock()
@@ -472,14 +484,141 @@ async def run_load_async(
 
 
 def run_load(
-    schedule: Schedule, url: str | Sequence[str], model: str, **options: Any
+    schedule: Schedule,
+    url: str | Sequence[str],
+    model: str,
+    *,
+    workers: int = 1,
+    **options: Any,
 ) -> LoadTestResult:
     """Synchronous :func:`run_load_async` (works in scripts and inside Jupyter).
 
     Runs on uvloop when it is installed (a faster event loop: a higher sustained send rate),
     otherwise through :func:`labutils._aio.run_sync`.
+
+    Args:
+        workers: split an open-loop schedule over this many processes (request ``i`` goes to
+            process ``i % workers``, all on one start time) when one event loop cannot keep
+            up; each process pays its own start-up (~1 s). Scripts using it need the usual
+            ``if __name__ == "__main__":`` guard (processes are spawned).
+        **options: as for :func:`run_load_async` (``progress`` is off with several workers).
     """
+    if workers > 1:
+        return _run_sharded(schedule, url, model, workers, options)
     return _run_fast(run_load_async(schedule, url, model, **options))
+
+
+def _shard_main(
+    shard: tuple[int, int],
+    sender_options: dict[str, Any],
+    ready: Any,
+    go: Any,
+    start: Any,
+    results: Any,
+) -> None:
+    """Entry point of one worker process of :func:`_run_sharded`."""
+    sender = _Sender(**sender_options, progress=False, shard=shard)
+
+    def gate() -> float:
+        ready.put(shard[0])
+        if not go.wait(timeout=300):
+            raise LoadTestError(f"load worker {shard[0]}: no start signal within 300 s")
+        return float(start.value)
+
+    sender.start_gate = gate
+    _run_fast(sender.run(None))
+    results.put((shard[0], sender.records))
+
+
+def _run_sharded(
+    schedule: Schedule,
+    url: str | Sequence[str],
+    model: str,
+    workers: int,
+    options: dict[str, Any],
+) -> LoadTestResult:
+    if not schedule.is_open_loop:
+        raise LoadTestError("workers > 1 splits open-loop schedules only; use one worker here")
+    options = {k: v for k, v in options.items() if k != "progress"}
+    urls = [url] if isinstance(url, str) else list(url)
+    sender_options = {"schedule": schedule, "url": urls, "model": model, **_defaults(options)}
+    ctx = multiprocessing.get_context("spawn")
+    ready, results = ctx.Queue(), ctx.Queue()
+    go, start = ctx.Event(), ctx.Value("d", 0.0)
+    procs = [
+        ctx.Process(
+            target=_shard_main,
+            args=((i, workers), sender_options, ready, go, start, results),
+            name=f"labutils-load-{i}",
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    try:
+        _collect(ready, procs, workers, 120.0, "start")
+        started_at = time.time()
+        start.value = time.perf_counter() + 0.05
+        go.set()
+        last_offset = float(schedule.offsets_s[-1]) if len(schedule.offsets_s) else 0.0
+        limit_s = last_offset + float(sender_options["timeout_s"]) + 120.0
+        parts = _collect(results, procs, workers, limit_s, "finish")
+        wall_s = time.perf_counter() - start.value
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+    records = sorted((r for _, part in parts for r in part), key=lambda r: r.index)
+    return LoadTestResult(
+        schedule=schedule,
+        records=records,
+        url=",".join(urls),
+        model=model,
+        stream=bool(sender_options["stream"]),
+        started_at=started_at,
+        wall_s=wall_s,
+    )
+
+
+def _defaults(options: dict[str, Any]) -> dict[str, Any]:
+    known = {
+        "endpoint": "completions",
+        "stream": True,
+        "timeout_s": 60.0,
+        "headers": None,
+        "max_connections": 0,
+        "ignore_eos": True,
+    }
+    unknown = set(options) - set(known)
+    if unknown:
+        raise LoadTestError(f"run_load: unknown option(s) {sorted(unknown)}; use {sorted(known)}")
+    return {**known, **options}
+
+
+def _collect(queue: Any, procs: list[Any], count: int, limit_s: float, what: str) -> list[Any]:
+    """Take ``count`` items from ``queue``, failing fast when a worker process died."""
+    items: list[Any] = []
+    deadline = time.monotonic() + limit_s
+    while len(items) < count:
+        try:
+            items.append(queue.get(timeout=0.5))
+            continue
+        except Empty:
+            pass
+        dead = [p for p in procs if p.exitcode not in (None, 0)]
+        if dead:
+            raise LoadTestError(
+                f"load worker {dead[0].name} exited with {dead[0].exitcode} before it could "
+                f"{what}; run with workers=1 to see its error"
+            )
+        if time.monotonic() > deadline:
+            raise WaitTimeout(
+                f"load workers did not {what} within {limit_s:.0f} s ({len(items)} of {count} did)"
+            )
+    return items
 
 
 def _run_fast(coro: Coroutine[Any, Any, T]) -> T:

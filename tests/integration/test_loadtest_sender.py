@@ -189,3 +189,17 @@ def test_sweep_warmup_and_backend_monitor(servers: dict[str, str]) -> None:
     series = monitor_backend(_Leaders(), interval_s=0.2, duration_s=0.4, progress=False)
     assert len(series) == 3 * 2 and set(series["zone"]) == {"zone-a", "zone-b"}
     assert series["error"].eq("").all()
+
+
+def test_open_loop_split_over_worker_processes(servers: dict[str, str]) -> None:
+    schedule = open_loop(100, arrival="constant", requests=40, input_tokens=4, output_tokens=3)
+    result = run_load(schedule, list(servers.values()), "ok", workers=2, timeout_s=10)
+    frame = result.to_frame()
+    assert frame["index"].tolist() == list(range(40))
+    assert frame["outcome"].eq("ok").all()
+    # One start time for both processes: sends follow the shared schedule.
+    np.testing.assert_allclose(frame["scheduled_s"], schedule.offsets_s)
+    assert frame["send_lag_s"].median() < 0.05
+    assert frame["zone"].value_counts().to_dict() == {"zone-a": 20, "zone-b": 20}
+    with pytest.raises(LoadTestError, match="open-loop"):
+        run_load(closed_loop(2, requests=4), servers["zone-a"], "ok", workers=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +15,13 @@ from labutils.errors import EndpointError, LoadTestError
 from labutils.loadtest.schedule import ARRIVALS, Schedule, closed_loop, open_loop
 from labutils.loadtest.sender import run_load
 from labutils.loadtest.summary import LoadSummary, parse_slo, summarize, sweep_frame
-from labutils.monitoring import balance, load_distribution, metrics_frame, monitor_async
+from labutils.monitoring import (
+    balance,
+    load_distribution,
+    metrics_frame,
+    monitor_async,
+    prometheus_frame,
+)
 
 __all__ = ["register"]
 
@@ -72,12 +79,18 @@ def register(subparsers: Any) -> None:
         description="Scrape vLLM /metrics every --interval s for --duration s; print balance "
         "and advice; write the series as CSV.",
     )
-    m.add_argument(
+    source = m.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--url",
         action="append",
-        required=True,
         help="[ZONE/GROUP=]URL of a leader (/metrics added when no path); repeatable",
     )
+    source.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="read the last --duration s from a Prometheus HTTP API instead (EKS)",
+    )
+    m.add_argument("--namespace", default="vllm-lab", help="with --prometheus: the lab namespace")
     m.add_argument("--interval", type=float, default=2.0)
     m.add_argument("--duration", type=float, default=30.0)
     m.add_argument("--out", type=Path, help="write the series as CSV")
@@ -191,18 +204,29 @@ def _targets(urls: list[str]) -> dict[tuple[str, str], str]:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-
-    scrapes = run_sync(
-        monitor_async(
-            _targets(args.url),
-            interval_s=args.interval,
-            duration_s=args.duration,
-            progress=not args.no_progress,
+    if args.prometheus:
+        end_s = time.time()
+        series = prometheus_frame(
+            args.prometheus,
+            start_s=end_s - args.duration,
+            end_s=end_s,
+            step_s=args.interval,
+            namespace=args.namespace,
         )
-    )
-    if all(s.error for s in scrapes):
-        raise EndpointError(f"every scrape failed; first: {scrapes[0].error}")
-    series = metrics_frame(scrapes)
+        if series.empty:
+            raise EndpointError(f"{args.prometheus}: no samples in the last {args.duration:g} s")
+    else:
+        scrapes = run_sync(
+            monitor_async(
+                _targets(args.url),
+                interval_s=args.interval,
+                duration_s=args.duration,
+                progress=not args.no_progress,
+            )
+        )
+        if all(s.error for s in scrapes):
+            raise EndpointError(f"every scrape failed; first: {scrapes[0].error}")
+        series = metrics_frame(scrapes)
     last = series.sort_values("time_s").groupby(["zone", "group"]).tail(1)
     cols = [
         "zone",

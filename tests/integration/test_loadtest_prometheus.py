@@ -6,11 +6,14 @@ import asyncio
 import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from aiohttp import web
 
+from labutils.cli import main
 from labutils.errors import MetricsError
 from labutils.monitoring import prometheus_frame
 
@@ -96,3 +99,20 @@ def test_prometheus_missing_metric_is_named(fake_prometheus: tuple[str, _FakePro
         prometheus_frame(url, start_s=0.0, end_s=10.0, step_s=5.0)
     with pytest.raises(MetricsError, match=re.escape("GET http://127.0.0.1:1/api/v1/query_range")):
         prometheus_frame("http://127.0.0.1:1", start_s=0.0, end_s=1.0, step_s=1.0)
+
+
+def test_monitor_cli_reads_prometheus(
+    fake_prometheus: tuple[str, _FakePrometheus],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, _ = fake_prometheus
+    out = tmp_path / "series.csv"
+    code = main(
+        ["monitor", "--prometheus", url, "--duration", "60", "--interval", "15", "--out", str(out)]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "vllm-us-west-2a-0" in printed and "Jain index): 0.80" in printed
+    series = pd.read_csv(out)
+    assert set(series["zone"]) == {"us-west-2a", "us-west-2b"}

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import json
 import math
 import multiprocessing
+import resource
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +88,8 @@ class LoadTestResult:
     stream: bool
     started_at: float  # wall clock (time.time()) at offset 0
     wall_s: float  # from offset 0 to the last outcome
+    max_in_flight: int = 0  # the open loop's cap on outstanding requests (0: none)
+    cap_waits: int = 0  # times the sender had to wait for the cap before its next send
 
     def to_frame(self) -> pd.DataFrame:
         """One row per request with latencies derived (NaN where the request failed).
@@ -141,6 +145,30 @@ class LoadTestResult:
         return np.concatenate(gaps) if gaps else np.zeros(0)
 
 
+# Default cap on outstanding open-loop requests (each holds a socket).
+_DEFAULT_MAX_IN_FLIGHT = 4096
+_SPARE_FDS = 256
+
+
+def _in_flight_limit(requested: int) -> int:
+    """The open loop's in-flight cap, within this process's open-file limit.
+
+    Raises the soft RLIMIT_NOFILE to the hard one when needed (as load tools usually do).
+    """
+    want = requested or _DEFAULT_MAX_IN_FLIGHT
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want + _SPARE_FDS:
+        target = want + _SPARE_FDS
+        if hard != resource.RLIM_INFINITY:
+            target = min(target, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY:
+        want = min(want, max(1, soft - _SPARE_FDS))
+    return want
+
+
 def _classify(exc: BaseException) -> tuple[str, str]:
     """Map a client exception to (outcome, one-line error)."""
     text = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
@@ -180,6 +208,7 @@ class _Sender:
         max_connections: int,
         ignore_eos: bool,
         progress: bool,
+        max_in_flight: int = 0,
         shard: tuple[int, int] = (0, 1),
     ) -> None:
         if endpoint not in _ENDPOINTS:
@@ -202,6 +231,8 @@ class _Sender:
         self.ignore_eos = ignore_eos
         self.records: list[RequestRecord] = []
         self.t0 = 0.0
+        self.max_in_flight = _in_flight_limit(max_in_flight)
+        self.cap_waits = 0
         # Open loop split over processes: this sender sends indices shard[0], +shard[1], ...
         self.shard = shard
         # Blocks until every shard is ready; returns the common start (a perf_counter value:
@@ -347,10 +378,17 @@ class _Sender:
         start = self.start_gate() if self.start_gate else time.perf_counter()
         self.t0 = start
         clock = time.perf_counter
+        # The cap keeps a client that fell behind from opening thousands of sockets (and then
+        # timing out its own reads): waiting here shows up as send lag, where it belongs.
+        cap = self.max_in_flight
         for record, body in zip(self.records, bodies, strict=True):
             delay = start + record.scheduled_s - clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if len(tasks) >= cap:
+                self.cap_waits += 1
+                while len(tasks) >= cap:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             task = loop.create_task(self.send(session, record, body))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -442,6 +480,7 @@ async def run_load_async(
     max_connections: int = 0,
     ignore_eos: bool = True,
     progress: bool = True,
+    max_in_flight: int = 0,
 ) -> LoadTestResult:
     """Run ``schedule`` against an OpenAI-compatible server at ``url`` and record everything.
 
@@ -457,6 +496,8 @@ async def run_load_async(
         max_connections: connection-pool size (0 = unlimited, so the pool never delays sends).
         ignore_eos: ask the server to generate exactly ``max_tokens`` (vLLM extension).
         progress: show a tqdm progress bar.
+        max_in_flight: open loop: at most this many outstanding requests (0 = 4096, within
+            the open-file limit); a request over the cap waits, and its wait counts as send lag.
     """
     sender = _Sender(
         schedule,
@@ -469,6 +510,7 @@ async def run_load_async(
         max_connections=max_connections,
         ignore_eos=ignore_eos,
         progress=progress,
+        max_in_flight=max_in_flight,
     )
     started_at = time.time()
     wall_s = await sender.run(schedule.duration_s)
@@ -480,6 +522,8 @@ async def run_load_async(
         stream=stream,
         started_at=started_at,
         wall_s=wall_s,
+        max_in_flight=sender.max_in_flight if schedule.is_open_loop else 0,
+        cap_waits=sender.cap_waits,
     )
 
 
@@ -527,7 +571,7 @@ def _shard_main(
 
     sender.start_gate = gate
     _run_fast(sender.run(None))
-    results.put((shard[0], sender.records))
+    results.put((shard[0], sender.records, sender.cap_waits, sender.max_in_flight))
 
 
 def _run_sharded(
@@ -571,7 +615,7 @@ def _run_sharded(
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
-    records = sorted((r for _, part in parts for r in part), key=lambda r: r.index)
+    records = sorted((r for _, part, _, _ in parts for r in part), key=lambda r: r.index)
     return LoadTestResult(
         schedule=schedule,
         records=records,
@@ -580,6 +624,8 @@ def _run_sharded(
         stream=bool(sender_options["stream"]),
         started_at=started_at,
         wall_s=wall_s,
+        max_in_flight=sum(int(p[3]) for p in parts),
+        cap_waits=sum(int(p[2]) for p in parts),
     )
 
 
@@ -591,6 +637,7 @@ def _defaults(options: dict[str, Any]) -> dict[str, Any]:
         "headers": None,
         "max_connections": 0,
         "ignore_eos": True,
+        "max_in_flight": 0,
     }
     unknown = set(options) - set(known)
     if unknown:

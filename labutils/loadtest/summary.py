@@ -84,6 +84,7 @@ class ClientHealth:
     send_lag_max_s: float
     on_schedule: bool
     message: str
+    cap_waits: int = 0
 
 
 def client_health(result: LoadTestResult) -> ClientHealth:
@@ -103,6 +104,8 @@ def client_health(result: LoadTestResult) -> ClientHealth:
         and p99 <= LAG_P99_LIMIT_S
         and achieved >= _RATE_SHARE_LIMIT * requested
     )
+    capped = result.cap_waits
+    on_schedule = on_schedule and capped == 0
     if on_schedule:
         message = (
             f"client on schedule: {achieved:,.0f} of {requested:,.0f} req/s sent, "
@@ -115,7 +118,13 @@ def client_health(result: LoadTestResult) -> ClientHealth:
             f"(limits {LAG_P50_LIMIT_S * 1e3:g}/{LAG_P99_LIMIT_S * 1e3:g} ms): latencies from "
             "the send time understate what users would see; use fewer req/s per client"
         )
-    return ClientHealth(requested, achieved, p50, p99, lag_max, on_schedule, message)
+        if capped:
+            message += (
+                f"; the sender waited {capped} times for the in-flight cap "
+                f"({result.max_in_flight}): "
+                "raise max_in_flight if the server is just slow"
+            )
+    return ClientHealth(requested, achieved, p50, p99, lag_max, on_schedule, message, capped)
 
 
 @dataclass

@@ -203,3 +203,19 @@ def test_open_loop_split_over_worker_processes(servers: dict[str, str]) -> None:
     assert frame["zone"].value_counts().to_dict() == {"zone-a": 20, "zone-b": 20}
     with pytest.raises(LoadTestError, match="open-loop"):
         run_load(closed_loop(2, requests=4), servers["zone-a"], "ok", workers=2)
+
+
+def test_in_flight_cap_turns_overload_into_send_lag(servers: dict[str, str]) -> None:
+    # 10 requests at once; each takes >= 40 ms + 2 x 20 ms; only 2 may be outstanding.
+    schedule = open_loop(1000, arrival="constant", requests=10, input_tokens=4, output_tokens=3)
+    result = run_load(schedule, servers["zone-a"], "ok", max_in_flight=2, progress=False)
+    frame = result.to_frame()
+    assert frame["outcome"].eq("ok").all()
+    assert result.cap_waits >= 2 and result.max_in_flight == 2
+    assert frame["send_lag_s"].max() > 0.1  # the last ones waited for four earlier rounds
+    starts = frame["sent_s"].to_numpy()
+    ends = (frame["sent_s"] + frame["e2e_s"]).to_numpy()
+    assert max(int(((starts <= t) & (ends > t)).sum()) for t in starts) <= 2
+    health = summarize(result).client
+    assert not health.on_schedule and health.cap_waits == result.cap_waits
+    assert "in-flight cap (2)" in health.message

@@ -69,6 +69,12 @@ def register(subparsers: Any) -> None:
         default=1,
         help="processes sharing an open-loop schedule (when one cannot keep up)",
     )
+    p.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=0,
+        help="open loop: cap on outstanding requests (0 = 4096); waits count as lag",
+    )
     p.add_argument("--out", type=Path, help="write results as JSON (vllm bench serve field names)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_loadtest)
@@ -149,6 +155,7 @@ def _loadtest(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
             headers=headers,
             progress=not args.no_progress,
+            max_in_flight=args.max_in_flight,
             **({"workers": args.workers} if args.workers > 1 else {}),
         )
         summary = summarize(result, slo=slo)

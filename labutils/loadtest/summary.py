@@ -108,12 +108,13 @@ def client_health(result: LoadTestResult) -> ClientHealth:
     on_schedule = on_schedule and capped == 0
     if on_schedule:
         message = (
-            f"client on schedule: {achieved:,.0f} of {requested:,.0f} req/s sent, "
+            f"client on schedule: sent {achieved:,.0f} req/s (the schedule's own rate: "
+            f"{requested:,.0f} req/s), "
             f"send lag p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms"
         )
     else:
         message = (
-            f"CLIENT SATURATED: sent {achieved:,.0f} of {requested:,.0f} req/s requested, "
+            f"CLIENT SATURATED: sent {achieved:,.0f} req/s of the schedule's {requested:,.0f}, "
             f"send lag p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, max {lag_max * 1e3:.0f} ms "
             f"(limits {LAG_P50_LIMIT_S * 1e3:g}/{LAG_P99_LIMIT_S * 1e3:g} ms): latencies from "
             "the send time understate what users would see; use fewer req/s per client"

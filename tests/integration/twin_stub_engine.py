@@ -85,28 +85,36 @@ def main(argv: list[str]) -> None:
         delay = args.token_s * (state["slow_factor"] if state["mode"] == "slow" else 1.0)
         echo = {k: v for k, v in request.headers.items() if k.lower().startswith("x-echo")}
         extra = {**headers, "x-lab-seen-headers": json.dumps(dict(request.headers))}
-        if state["running"] >= args.max_num_seqs:
-            state["waiting"] += 1
-        state["running"] += 1
-        try:
-            if not body.get("stream"):
-                await asyncio.sleep(delay * tokens)
-                state["served"] += 1
-                return web.json_response(
-                    {"choices": [{"text": "x" * tokens}], "echo": echo}, headers=extra
-                )
-            response = web.StreamResponse(headers={**extra, "Content-Type": "text/event-stream"})
-            await response.prepare(request)
-            for _ in range(tokens):
-                await asyncio.sleep(delay)
-                event = {"choices": [{"text": "x"}], "t": time.time()}
-                await response.write(f"data: {json.dumps(event)}\n\n".encode())
-            await response.write(b"data: [DONE]\n\n")
-            await response.write_eof()
+        state["waiting"] += 1
+        async with slots:  # at most --max-num-seqs run; the rest wait, as in vLLM's scheduler
+            state["waiting"] -= 1
+            state["running"] += 1
+            try:
+                return await generate(request, body, tokens, delay, echo, extra)
+            finally:
+                state["running"] -= 1
+
+    async def generate(
+        request: web.Request, body: dict, tokens: int, delay: float, echo: dict, extra: dict
+    ) -> web.StreamResponse:
+        if not body.get("stream"):
+            await asyncio.sleep(delay * tokens)
             state["served"] += 1
-            return response
-        finally:
-            state["running"] -= 1
+            return web.json_response(
+                {"choices": [{"text": "x" * tokens}], "echo": echo}, headers=extra
+            )
+        response = web.StreamResponse(headers={**extra, "Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for _ in range(tokens):
+            await asyncio.sleep(delay)
+            event = {"choices": [{"text": "x"}], "t": time.time()}
+            await response.write(f"data: {json.dumps(event)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        state["served"] += 1
+        return response
+
+    slots = asyncio.Semaphore(args.max_num_seqs)
 
     async def serve() -> None:
         app = web.Application()

@@ -175,9 +175,11 @@ class TwinBackend:
                     last = ", ".join(
                         f"{r['lws']} {r['ready_replicas']}/{r['replicas']} ready" for r in rows
                     )
+                    errors = [g["last_error"] for g in state.get("groups", [])
+                              if g.get("last_error")]  # fmt: skip
+                    hint = f"; {errors[0]}" if errors else f"; see {self.state_dir / 'logs'}"
                     raise WaitTimeout(
-                        f"twin in {self.state_dir} not ready after {timeout_s:.0f}s: {last}; "
-                        f"see {self.state_dir / 'logs'}"
+                        f"twin in {self.state_dir} not ready after {timeout_s:.0f}s: {last}{hint}"
                     )
                 time.sleep(0.1)
 

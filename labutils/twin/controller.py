@@ -52,6 +52,8 @@ class _Group:
     restarts: int = 0
     held: bool = False  # fail --mode kill: not recreated until restore
     fault: str = "ok"
+    last_error: str = ""
+    retry_at_s: float = 0.0  # CrashLoopBackOff: no restart before this monotonic time
     started_s: float = 0.0
     record: dict[str, Any] = field(default_factory=dict)
 
@@ -145,11 +147,14 @@ class _Controller:
             line = await asyncio.wait_for(proc.stdout.readline(), 60)
             port = int(json.loads(line)["port"])
         except (TimeoutError, ValueError, KeyError, json.JSONDecodeError):
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
             await proc.wait()
+            log_path = self.state_dir / "logs" / f"{group.name}.log"
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+            group.last_error = f"engine exited before listening: {tail[0][:300]} (see {log_path})"
             group.phase = "Failed"
-            self._event("engine-failed", group.name, "engine did not print its listening line; "
-                        f"see {self.state_dir / 'logs' / (group.name + '.log')}")  # fmt: skip
+            self._event("engine-failed", group.name, group.last_error)
             return
         group.port = port
         group.record["port"] = port
@@ -316,8 +321,16 @@ class _Controller:
                 if group.phase == "Running" and proc is not None and proc.returncode is not None:
                     group.phase, group.ready = "Failed", False
                     self._event("group-failed", group.name, f"engine exited ({proc.returncode})")
-                if group.phase == "Failed" and not group.held and self.groups.get(group.name):
+                if (
+                    group.phase == "Failed"
+                    and not group.held
+                    and self.groups.get(group.name)
+                    and time.monotonic() >= group.retry_at_s
+                ):
                     group.restarts += 1
+                    # like kubelet's CrashLoopBackOff: 0.5 s doubling, capped at 30 s
+                    backoff_s = min(30.0, 0.5 * 2 ** min(group.restarts, 8))
+                    group.retry_at_s = time.monotonic() + backoff_s
                     self._event("group-recreated", group.name,
                                 "RecreateGroupOnPodRestart: whole group recreated")  # fmt: skip
                     group.port = None
@@ -326,7 +339,7 @@ class _Controller:
                 if group.phase == "Running":
                     ok = await self._health_ok(group)
                     if ok and not group.ready:
-                        group.ready = True
+                        group.ready, group.last_error = True, ""
                         await self._enable(group)
                         self._event("group-ready", group.name, "model loaded, /health 200")
                     elif not ok and group.ready:

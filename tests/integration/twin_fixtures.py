@@ -38,6 +38,7 @@ def zone_objects(zone: str, replicas: int, hpa: dict[str, Any] | None) -> list[d
                                         "--tensor-parallel-size", "4",
                                         "--pipeline-parallel-size", "2",
                                         "--max-num-seqs", "4",
+                                        "--max-model-len", "8192",
                                     ],
                                 }
                             ],

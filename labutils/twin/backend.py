@@ -123,7 +123,7 @@ class TwinBackend:
             TwinError: the manifests are invalid or a process could not start.
             WaitTimeout: not every LWS became Available within ``timeout_s``.
         """
-        manifests = Path(rendered_dir or project_root() / "rendered").resolve()
+        manifests = Path(rendered_dir or self._render_default()).resolve()
         load_twin_spec(manifests)  # fail here, with file names, rather than in the controller
         options = TwinOptions(**{**asdict(self.options), "manifests": str(manifests)})
         if self.running():
@@ -156,6 +156,17 @@ class TwinBackend:
         return self.wait_ready(timeout_s) if wait else self.status()
 
     apply = up
+
+    def _render_default(self) -> Path:
+        # Without a folder, render manifests/ + lab.yaml into the state dir (as `labctl
+        # render` would), so notebooks can call apply() right away.
+        try:
+            from labutils.manifests import render  # type: ignore[attr-defined,unused-ignore]
+        except ImportError:
+            return project_root() / "rendered"
+        out = self.state_dir / "rendered"
+        render(out_dir=out)
+        return out
 
     def wait_ready(self, timeout_s: float = 120.0) -> pd.DataFrame:
         """Wait with a progress bar until every LWS is Available; return :meth:`status`."""

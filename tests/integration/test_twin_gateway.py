@@ -177,3 +177,27 @@ def test_zone_kill_fails_over_and_restore_brings_it_back(twin: TwinBackend) -> N
     assert zones["us-west-2a"] > 0, "restored zone never received traffic again"
     events = twin.events()
     assert {"fault", "restore", "group-recreated"} <= set(events["kind"])
+
+
+def test_weighted_strict_gives_the_dead_zone_share_503(tmp_path: Path) -> None:
+    rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1, "us-west-2b": 1})
+    twin = TwinBackend(tmp_path / "state", engine=STUB_ENGINE, model_load_s=0.2,
+                       strategy="weighted-strict", time_scale=TIME_SCALE)  # fmt: skip
+    try:
+        twin.up(rendered, timeout_s=60)
+        twin.fail(zone="us-west-2a", mode="kill")
+        time.sleep(1.0 * 2 + 1.0 + 1.0)  # interval x threshold + interval + slack
+        results = asyncio.run(_send(twin.endpoints().gateway_url, 200))
+    finally:
+        twin.down()
+    statuses = Counter(r["status"] for r in results)
+    # weights are a split, not failover: about half the requests get 503
+    assert 0.35 <= statuses[503] / 200 <= 0.65, statuses
+    assert statuses[200] + statuses[503] == 200
+
+
+def test_twin_backend_is_a_backend(tmp_path: Path) -> None:
+    from labutils.backend import Backend, get_backend
+
+    backend = get_backend("local", state_dir=tmp_path)
+    assert isinstance(backend, Backend) and backend.target == "local"

@@ -83,7 +83,8 @@ def test_up_idempotent_scale_recreate_and_clean_down(tmp_path: Path) -> None:
 
         async def under_load() -> list[int]:
             task = asyncio.create_task(send_requests(url, 150, concurrency=4, max_tokens=20))
-            await asyncio.to_thread(twin.scale, "vllm-us-west-2a", 3)
+            # 4 groups need a 4th HAProxy slot (3 planned): a hitless master-worker reload
+            await asyncio.to_thread(twin.scale, "vllm-us-west-2a", 4)
             await asyncio.to_thread(twin.wait_ready, 30)
             await asyncio.to_thread(twin.scale, "vllm-us-west-2a", 1)
             return [r["status"] for r in await task]

@@ -408,7 +408,7 @@ class _Controller:
                         f"{group.url}/lab/state", timeout=aiohttp.ClientTimeout(total=1)
                     ) as r:
                         body = await r.json()
-                    waiting = float(body.get("waiting", 0))
+                    waiting = float(body.get("num_requests_waiting", body.get("waiting", 0)))
                     kv = float(body.get("kv_cache_usage_perc", 0))
                 except (aiohttp.ClientError, TimeoutError, ValueError):
                     continue

@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import itertools
 
-from twin_fixtures import STUB_ENGINE, write_rendered
+from twin_fixtures import ENGINE, STUB_ENGINE, write_rendered
 
 from labutils.twin import TwinBackend
 
@@ -38,9 +38,20 @@ TIME_SCALE = 0.2  # interval 5 s -> 1 s; unhealthy threshold 2
 def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinBackend]:
     root = tmp_path_factory.mktemp("twin-gw")
     rendered = write_rendered(root / "rendered", WEIGHTS, replicas=2, headers=HEADERS)
-    backend = TwinBackend(
-        root / "state", engine=STUB_ENGINE, model_load_s=0.3, time_scale=TIME_SCALE
-    )
+    backend = TwinBackend(root / "state", engine=ENGINE, model_load_s=0.3, time_scale=TIME_SCALE)
+    try:
+        backend.up(rendered, timeout_s=60)
+        yield backend
+    finally:
+        backend.down()
+
+
+@pytest.fixture(scope="module")
+def stub_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinBackend]:
+    """One zone of the stand-in engine, which echoes the request headers it received."""
+    root = tmp_path_factory.mktemp("twin-hdr")
+    rendered = write_rendered(root / "rendered", {"us-west-2a": 1}, headers=HEADERS)
+    backend = TwinBackend(root / "state", engine=STUB_ENGINE, model_load_s=0.1)
     try:
         backend.up(rendered, timeout_s=60)
         yield backend
@@ -63,7 +74,7 @@ async def _send(
             try:
                 async with session.post(
                     url + "/v1/completions",
-                    json={"model": "llama-3.1-70b", "prompt": "hi", "max_tokens": 1},
+                    json={"model": "llama-3.1-8b", "prompt": "hi", "max_tokens": 1},
                     headers=headers or {},
                 ) as r:
                     body = await r.read()
@@ -93,7 +104,8 @@ def test_zone_split_matches_route_weights(twin: TwinBackend) -> None:
                            "vllm-us-west-2b-1"}  # fmt: skip
 
 
-def test_header_filter_set_add_remove_case_insensitive(twin: TwinBackend) -> None:
+def test_header_filter_set_add_remove_case_insensitive(stub_twin: TwinBackend) -> None:
+    twin = stub_twin
     sent = {"x-set": "client", "x-add": "client", "x-remove": "secret", "X-Keep": "k"}
     (result,) = asyncio.run(_send(twin.endpoints().gateway_url, 1, 1, headers=sent))
     seen = {k.lower(): v for k, v in json.loads(result["seen"]).items()}
@@ -131,9 +143,9 @@ async def _stream_gaps(url: str, tokens: int) -> list[float]:
     return [b - a for a, b in itertools.pairwise(arrivals)]
 
 
-def test_sse_streams_through_gateway_event_by_event(twin: TwinBackend) -> None:
+def test_sse_streams_through_gateway_event_by_event(stub_twin: TwinBackend) -> None:
     # The stub writes one event every 5 ms; buffered delivery would bunch them (gaps ~0).
-    gaps = asyncio.run(_stream_gaps(twin.endpoints().gateway_url, 40))
+    gaps = asyncio.run(_stream_gaps(stub_twin.endpoints().gateway_url, 40))
     assert len(gaps) == 39
     bunched = sum(1 for g in gaps if g < 0.001)
     assert bunched <= len(gaps) // 3, f"events arrived in bursts: {gaps}"
@@ -181,7 +193,7 @@ def test_zone_kill_fails_over_and_restore_brings_it_back(twin: TwinBackend) -> N
 
 def test_weighted_strict_gives_the_dead_zone_share_503(tmp_path: Path) -> None:
     rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1, "us-west-2b": 1})
-    twin = TwinBackend(tmp_path / "state", engine=STUB_ENGINE, model_load_s=0.2,
+    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.2,
                        strategy="weighted-strict", time_scale=TIME_SCALE)  # fmt: skip
     try:
         twin.up(rendered, timeout_s=60)

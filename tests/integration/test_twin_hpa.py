@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from twin_fixtures import STUB_ENGINE, write_rendered
+from twin_fixtures import ENGINE, write_rendered
 from twin_gateway_client import send_requests
 
 from labutils.twin import TwinBackend
@@ -38,7 +38,7 @@ HPA = {
 def test_load_step_scales_up_then_down_after_window(tmp_path: Path) -> None:
     rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1}, replicas=1, hpa=HPA)
     twin = TwinBackend(
-        tmp_path / "state", engine=STUB_ENGINE, model_load_s=0.2, sync_period_s=0.5,
+        tmp_path / "state", engine=ENGINE, model_load_s=0.2, sync_period_s=0.5,
         time_scale=0.2,
     )  # fmt: skip
     try:

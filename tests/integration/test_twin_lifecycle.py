@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from twin_fixtures import STUB_ENGINE, write_rendered
+from twin_fixtures import ENGINE, write_rendered
 from twin_gateway_client import send_requests
 
 from labutils.cli import main as labctl
@@ -59,7 +59,7 @@ def _recorded_pids(twin: TwinBackend) -> list[int]:
 
 def test_up_idempotent_scale_recreate_and_clean_down(tmp_path: Path) -> None:
     rendered = write_rendered(tmp_path / "rendered", WEIGHTS, replicas=1)
-    twin = TwinBackend(tmp_path / "state", engine=STUB_ENGINE, model_load_s=0.3,
+    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.3,
                        time_scale=0.2)  # fmt: skip
     try:
         twin.up(rendered, timeout_s=60)
@@ -111,7 +111,7 @@ def test_up_idempotent_scale_recreate_and_clean_down(tmp_path: Path) -> None:
 
 def test_down_cleans_up_after_a_crashed_controller(tmp_path: Path) -> None:
     rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1}, replicas=2)
-    twin = TwinBackend(tmp_path / "state", engine=STUB_ENGINE, model_load_s=0.2)
+    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.2)
     try:
         twin.up(rendered, timeout_s=60)
         pids = _recorded_pids(twin)
@@ -130,7 +130,7 @@ def test_cli_up_status_fail_restore_down(
 ) -> None:
     rendered = write_rendered(tmp_path / "rendered", WEIGHTS, replicas=1)
     state = str(tmp_path / "state")
-    engine = " ".join(STUB_ENGINE)
+    engine = ENGINE
     base = ["twin"]
     common = ["--state-dir", state, "--engine", engine]
     try:

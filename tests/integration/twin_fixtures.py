@@ -8,7 +8,12 @@ from typing import Any
 
 import yaml
 
+# A stand-in with a fixed token cadence and a request-header echo (for the header-filter and
+# SSE tests); every other test runs the real simulator ("sim").
 STUB_ENGINE = [sys.executable, str(Path(__file__).with_name("twin_stub_engine.py"))]
+ENGINE = "sim"
+# 8B on H100 keeps the simulated step time short, so tests stay fast on a loaded machine.
+INSTANCE_TYPE = "p5.48xlarge"
 ZONE_LABEL = "vllm-lws-lab.io/zone"
 
 
@@ -27,14 +32,14 @@ def zone_objects(zone: str, replicas: int, hpa: dict[str, Any] | None) -> list[d
                     "size": 2,
                     "leaderTemplate": {
                         "spec": {
-                            "nodeSelector": {"node.kubernetes.io/instance-type": "g5.12xlarge"},
+                            "nodeSelector": {"node.kubernetes.io/instance-type": INSTANCE_TYPE},
                             "containers": [
                                 {
                                     "name": "vllm",
                                     "command": ["vllm", "serve"],
                                     "args": [
-                                        "meta-llama/Llama-3.1-70B-Instruct",
-                                        "--served-model-name", "llama-3.1-70b",
+                                        "meta-llama/Llama-3.1-8B-Instruct",
+                                        "--served-model-name", "llama-3.1-8b",
                                         "--tensor-parallel-size", "4",
                                         "--pipeline-parallel-size", "2",
                                         "--max-num-seqs", "4",

@@ -28,7 +28,7 @@ async def send_requests(
             try:
                 async with session.post(
                     url + "/v1/completions",
-                    json={"model": "llama-3.1-70b", "prompt": "hi", "max_tokens": max_tokens},
+                    json={"model": "llama-3.1-8b", "prompt": "hi", "max_tokens": max_tokens},
                     headers=headers or {},
                 ) as r:
                     await r.read()

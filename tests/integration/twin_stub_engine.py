@@ -66,8 +66,8 @@ def main(argv: list[str]) -> None:
 
     async def lab_state(_: web.Request) -> web.Response:
         body = {
-            "waiting": state["waiting"],
-            "running": state["running"],
+            "num_requests_waiting": state["waiting"],
+            "num_requests_running": state["running"],
             "kv_cache_usage_perc": min(1.0, state["running"] / args.max_num_seqs),
             "group": args.lab_group,
         }

@@ -39,8 +39,8 @@ def test_spec_reads_zones_engine_gpu_health_weights_and_hpa() -> None:
     spec = twin_spec_from_objects(_objects({"us-west-2a": 70, "us-west-2b": 0}))
     a = spec.zone("us-west-2a")
     assert (a.lws, a.replicas, a.size, a.weight) == ("vllm-us-west-2a", 2, 2, 70)
-    assert a.engine.tensor_parallel_size == 4 and a.engine.name == "llama-3.1-70b"
-    assert a.gpu == "a10g" and a.instance_type == "g5.12xlarge"
+    assert a.engine.tensor_parallel_size == 4 and a.engine.name == "llama-3.1-8b"
+    assert a.gpu == "h100" and a.instance_type == "p5.48xlarge"
     assert (a.health.protocol, a.health.path, a.health.interval_s) == ("HTTP", "/health", 5.0)
     assert a.health.unhealthy_threshold == 2
     assert spec.zone("us-west-2b").weight == 0

@@ -195,25 +195,26 @@ class TwinBackend:
                 time.sleep(0.1)
 
     def down(self) -> list[int]:
-        """Stop everything this twin started (idempotent); returns the PIDs stopped."""
+        """Stop everything this twin started (idempotent); returns the PIDs that were running."""
         records: list[dict[str, Any]] = []
         state = read_state(self.state_dir)
         controller_file = self.state_dir / "controller.json"
         if controller_file.exists():
             records.append(json.loads(controller_file.read_text()))
         if state:
-            if state.get("control_url") and _alive(state.get("controller")):
-                try:
-                    self._post(state["control_url"] + "/shutdown", {})
-                    deadline = time.monotonic() + 15
-                    while _alive(state.get("controller")) and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                except EndpointError:
-                    pass
             records += [state.get("controller") or {}, *state.get("processes", [])]
-        stopped = kill_recorded([r for r in records if r.get("pid")])
+        running = sorted({int(r["pid"]) for r in records if r.get("pid") and _alive(r)})
+        if state and state.get("control_url") and _alive(state.get("controller")):
+            try:  # the controller drains and stops its children itself
+                self._post(state["control_url"] + "/shutdown", {})
+                deadline = time.monotonic() + 15
+                while _alive(state.get("controller")) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            except EndpointError:
+                pass
+        kill_recorded([r for r in records if r.get("pid")])  # whatever is left (crashes)
         controller_file.unlink(missing_ok=True)
-        return stopped
+        return running
 
     def leftovers(self) -> dict[str, Any]:
         """Recorded processes still alive and their listening ports (empty after ``down``)."""

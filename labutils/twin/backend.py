@@ -276,6 +276,11 @@ class TwinBackend:
             groups=groups,
         )
 
+    @property
+    def stats_url(self) -> str:
+        """HAProxy's Prometheus exporter (per-server sessions, queue, status, weight)."""
+        return str(self._state()["stats_url"])
+
     def scrape_metrics(self) -> list[MetricsScrape]:
         """Scrape every ready group leader's ``/metrics`` once (failures carry ``error``)."""
         groups = [g for g in self.endpoints().groups if g.ready and g.url]

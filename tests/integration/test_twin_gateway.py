@@ -213,3 +213,32 @@ def test_twin_backend_is_a_backend(tmp_path: Path) -> None:
 
     backend = get_backend("local", state_dir=tmp_path)
     assert isinstance(backend, Backend) and backend.target == "local"
+
+
+def test_unhealthy_group_leaves_rotation_and_exporter_shows_it(twin: TwinBackend) -> None:
+    twin.restore(zone="us-west-2a")  # independent of the test order
+    twin.wait_ready(30)
+    twin.fail(group="vllm-us-west-2b-0", mode="unhealthy")
+    try:
+        time.sleep(1.0 * 2 + 1.0 + 1.0)  # interval x threshold + interval + slack
+        results = asyncio.run(_send(twin.endpoints().gateway_url, 100))
+        assert all(r["status"] == 200 for r in results)
+        groups = Counter(r["group"] for r in results)
+        assert groups["vllm-us-west-2b-0"] == 0 and groups["vllm-us-west-2b-1"] > 0
+
+        async def scrape() -> str:
+            async with aiohttp.ClientSession() as s, s.get(twin.stats_url) as r:
+                return await r.text()
+
+        text = asyncio.run(scrape())
+        down = [
+            line
+            for line in text.splitlines()
+            if line.startswith("haproxy_server_status")
+            and 'proxy="zone_us-west-2b"' in line
+            and 'server="vllm-us-west-2b-0"' in line
+            and 'state="DOWN"' in line
+        ]
+        assert down and down[0].endswith(" 1"), down
+    finally:
+        twin.restore(group="vllm-us-west-2b-0")

@@ -27,7 +27,7 @@ from labutils.errors import EndpointError, TwinError, WaitTimeout
 from labutils.twin.haproxy import STRATEGIES
 from labutils.twin.options import TwinOptions
 from labutils.twin.ports import listening_ports
-from labutils.twin.spec import load_twin_spec
+from labutils.twin.spec import load_twin_spec, manifests_digest
 from labutils.twin.state import (
     kill_recorded,
     read_events,
@@ -116,8 +116,9 @@ class TwinBackend:
            timeout_s: float = 120.0) -> pd.DataFrame:  # fmt: skip
         """Start the twin from the rendered manifests (idempotent) and wait until ready.
 
-        An already running twin with the same manifests and options is left alone; one with
-        other settings is stopped and started again.
+        An already running twin with the same manifests and options is left alone; changed
+        manifests are applied live (weights, health checks, headers, replicas, HPAs; HAProxy
+        reloads hitlessly); a changed engine command or other twin options restart the twin.
 
         Raises:
             TwinError: the manifests are invalid or a process could not start.
@@ -125,11 +126,22 @@ class TwinBackend:
         """
         manifests = Path(rendered_dir or self._render_default()).resolve()
         load_twin_spec(manifests)  # fail here, with file names, rather than in the controller
-        options = TwinOptions(**{**asdict(self.options), "manifests": str(manifests)})
+        digest = manifests_digest(manifests)
+        options = TwinOptions(
+            **{**asdict(self.options), "manifests": str(manifests), "manifests_digest": digest}
+        )
         if self.running():
-            if self._state().get("options") == asdict(options):
-                return self.wait_ready(timeout_s) if wait else self.status()
-            self.down()
+            state = self._state()
+            running = dict(state.get("options") or {})
+            unchanged = {k: v for k, v in asdict(options).items() if k != "manifests_digest"}
+            if {k: running.get(k) for k in unchanged} == unchanged:
+                if running.get("manifests_digest") == digest:
+                    return self.wait_ready(timeout_s) if wait else self.status()
+                body = {"manifests": str(manifests), "digest": digest}
+                if self._post(state["control_url"] + "/apply", body).get("applied"):
+                    time.sleep(0.3)  # let the controller start/stop groups before waiting
+                    return self.wait_ready(timeout_s) if wait else self.status()
+            self.down()  # other settings or a changed engine: start again
         for name in ("state.json", "events.jsonl"):
             (self.state_dir / name).unlink(missing_ok=True)
         log = (self.state_dir / "logs" / "controller.log").open("ab")

@@ -460,6 +460,41 @@ class _Controller:
             self._event("restore", g.name, "restored")
         return [g.name for g in targets]
 
+    # --- apply (kubectl apply of changed manifests) ---------------------------------------
+    async def apply(self, manifests: str, digest: str) -> bool:
+        """Apply changed manifests live; ``False`` when engines must be recreated (restart)."""
+        new = load_twin_spec(manifests)
+        old = self.spec
+        same_shape = [(z.zone, z.lws, z.engine, z.gpu, z.size) for z in new.zones] == [
+            (z.zone, z.lws, z.engine, z.gpu, z.size) for z in old.zones
+        ]
+        if not same_shape:
+            return False
+        async with self.lock:
+            self.spec = new
+            self.options.manifests, self.options.manifests_digest = manifests, digest
+            for zone in new.zones:
+                # kubectl apply sets spec.replicas, overriding the HPA's count (as on a cluster)
+                if zone.replicas != old.zone(zone.zone).replicas:
+                    self.replicas[zone.lws] = zone.replicas
+            kept = self.autoscalers
+            self.autoscalers = {}
+            for hpa in new.hpas:
+                scaler = Autoscaler(
+                    hpa, downscale_stabilization_s=self.options.downscale_stabilization_s
+                )
+                if hpa.target_name in kept:  # keep the controller's memory across spec edits
+                    prior = kept[hpa.target_name]
+                    scaler.recommendations = prior.recommendations
+                    scaler.scale_up_events = prior.scale_up_events
+                    scaler.scale_down_events = prior.scale_down_events
+                self.autoscalers[hpa.target_name] = scaler
+            await self._reload_haproxy()
+        await self._reconcile()
+        self._event("applied", "twin", f"manifests {manifests} ({digest[:12]})")
+        self._write()
+        return True
+
     # --- state ---------------------------------------------------------------------------
     def _event(self, kind: str, obj: str, message: str) -> None:
         append_event(self.state_dir, {"time_s": time.time(), "kind": kind, "object": obj,
@@ -539,6 +574,14 @@ class _Controller:
             self._write()
             return web.json_response({"groups": names})
 
+        async def apply(request: web.Request) -> web.Response:
+            body = await request.json()
+            try:
+                applied = await self.apply(str(body["manifests"]), str(body.get("digest", "")))
+            except LabError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"applied": applied})
+
         async def hpa_now(_: web.Request) -> web.Response:
             await self._hpa_once()
             return web.json_response({"ok": True})
@@ -552,6 +595,7 @@ class _Controller:
         app.router.add_post("/fail", fault)
         app.router.add_post("/restore", fault)
         app.router.add_post("/hpa-sync", hpa_now)
+        app.router.add_post("/apply", apply)
         app.router.add_post("/shutdown", shutdown)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -13,6 +13,7 @@ class TwinOptions:
     """Twin settings that are not in the manifests."""
 
     manifests: str = ""
+    manifests_digest: str = ""  # of the rendered YAML: a change is applied to the running twin
     strategy: str = "weighted"
     engine_command: list[str] = field(default_factory=lambda: [sys.executable, "-m",
                                                               "labutils.sim"])  # fmt: skip

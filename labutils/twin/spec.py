@@ -7,6 +7,7 @@ deployment is configured twice.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ __all__ = [
     "TwinSpec",
     "ZoneSpec",
     "load_twin_spec",
+    "manifests_digest",
     "twin_spec_from_objects",
 ]
 
@@ -328,6 +330,20 @@ def twin_spec_from_objects(
     )
 
 
+def _yaml_files(root: Path) -> list[Path]:
+    # KEDA objects under optional/ are never applied together with the HPAs.
+    return [p for p in sorted(root.rglob("*.yaml")) if "optional" not in p.relative_to(root).parts]
+
+
+def manifests_digest(rendered_dir: str | Path) -> str:
+    """SHA-256 over the rendered YAML files (names and contents) the twin reads."""
+    root = Path(rendered_dir)
+    digest = hashlib.sha256()
+    for path in _yaml_files(root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def load_twin_spec(rendered_dir: str | Path) -> TwinSpec:
     """Read every ``*.yaml`` under ``rendered_dir`` (skipping ``optional/``) into a spec.
 
@@ -340,9 +356,7 @@ def load_twin_spec(rendered_dir: str | Path) -> TwinSpec:
     if not root.is_dir():
         raise ManifestError(f"{root}: rendered manifests folder not found; run 'labctl render'")
     objects: list[dict[str, Any]] = []
-    for path in sorted(root.rglob("*.yaml")):
-        if "optional" in path.relative_to(root).parts:
-            continue  # KEDA objects are never applied together with the HPAs
+    for path in _yaml_files(root):
         try:
             docs = list(yaml.safe_load_all(path.read_text()))
         except yaml.YAMLError as exc:

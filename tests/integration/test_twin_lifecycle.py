@@ -150,3 +150,24 @@ def test_cli_up_status_fail_restore_down(
         assert labctl([*base, "down", *common]) == 0
     assert labctl([*base, "status", *common]) != 0
     assert "no twin running" in capsys.readouterr().err
+
+
+def test_changed_manifests_apply_live(tmp_path: Path) -> None:
+    rendered = write_rendered(tmp_path / "rendered", WEIGHTS, replicas=1)
+    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.2, time_scale=0.2)
+    try:
+        twin.up(rendered, timeout_s=60)
+        controller = twin._state()["controller"]["pid"]
+        # a participant edits the route (weight 0 for 2b) and the replicas, and re-renders
+        write_rendered(rendered, {"us-west-2a": 1, "us-west-2b": 0}, replicas=2)
+        status = twin.up(rendered, timeout_s=60).set_index("lws")
+        assert twin._state()["controller"]["pid"] == controller  # applied, not restarted
+        assert list(status["ready_replicas"]) == [2, 2]
+        assert list(status["weight"]) == [1, 0]
+        results = asyncio.run(send_requests(twin.endpoints().gateway_url, 60, concurrency=4))
+        assert all(r["status"] == 200 for r in results)
+        assert {r["zone"] for r in results} == {"us-west-2a"}
+        assert {r["group"] for r in results} == {"vllm-us-west-2a-0", "vllm-us-west-2a-1"}
+        assert "applied" in set(twin.events()["kind"])
+    finally:
+        twin.down()

@@ -355,6 +355,17 @@ def load_twin_spec(rendered_dir: str | Path) -> TwinSpec:
     root = Path(rendered_dir)
     if not root.is_dir():
         raise ManifestError(f"{root}: rendered manifests folder not found; run 'labctl render'")
+    try:  # the manifests module's loader gives file:line for error messages
+        from labutils.manifests import load_objects
+
+        loaded = load_objects(root)
+        return twin_spec_from_objects(
+            {**o.data, "__source__": f"{o.file}:{o.line}"}
+            for o in loaded
+            if "optional" not in Path(o.file).resolve().relative_to(root.resolve()).parts
+        )
+    except ImportError:
+        pass
     objects: list[dict[str, Any]] = []
     for path in _yaml_files(root):
         try:

@@ -54,6 +54,7 @@ class _Group:
     fault: str = "ok"
     last_error: str = ""
     retry_at_s: float = 0.0  # CrashLoopBackOff: no restart before this monotonic time
+    probe_at_s: float = 0.0  # next readiness probe (frequent while starting, 1 s once ready)
     started_s: float = 0.0
     record: dict[str, Any] = field(default_factory=dict)
 
@@ -336,7 +337,9 @@ class _Controller:
                     group.port = None
                     self._spawn(self._start_group(group))
                     group.phase = "Pending"
-                if group.phase == "Running":
+                if group.phase == "Running" and time.monotonic() >= group.probe_at_s:
+                    # readiness probe: fast while loading, like periodSeconds 1 once ready
+                    group.probe_at_s = time.monotonic() + (1.0 if group.ready else 0.0)
                     ok = await self._health_ok(group)
                     if ok and not group.ready:
                         group.ready, group.last_error = True, ""

@@ -116,12 +116,15 @@ def test_down_cleans_up_after_a_crashed_controller(tmp_path: Path) -> None:
         twin.up(rendered, timeout_s=60)
         pids = _recorded_pids(twin)
         procs = _tree(pids)
+        dry_run = twin.reset()  # what `labctl reset --target local` would stop
+        assert len(dry_run) == len(pids) and dry_run["alive"].all()
         os.kill(pids[0], signal.SIGKILL)  # the controller dies; its children stay behind
         time.sleep(0.3)
         assert any(p.is_running() for pid, p in procs.items() if pid != pids[0])
     finally:
         stopped = twin.down()
     assert set(pids[1:]) <= set(stopped)
+    assert not twin.reset(yes=True)["alive"].any()
     assert not [p for p in procs.values() if p.is_running() and p.status() != "zombie"]
 
 

@@ -35,7 +35,14 @@ from labutils._aio import run_sync
 from labutils.catalog import INSTANCE_TYPES, load_prices
 from labutils.catalog import gpu as lookup_gpu
 from labutils.catalog import model as lookup_model
-from labutils.errors import ConfigError, LabError, LoadTestError, SimulatorError, WaitTimeout
+from labutils.errors import (
+    ConfigError,
+    LabError,
+    LoadTestError,
+    SimulatorError,
+    ValidationError,
+    WaitTimeout,
+)
 from labutils.sim.perf import EngineConfig, StepShape, plan_memory, step_time_s
 
 if TYPE_CHECKING:
@@ -47,6 +54,7 @@ __all__ = [
     "Recommendation",
     "SweepSettings",
     "candidates",
+    "check_recommendation",
     "layout_label",
     "plot_cost_bars",
     "plot_cost_vs_throughput",
@@ -519,7 +527,9 @@ def _best_points(frame: pd.DataFrame, slo: LatencySlo) -> pd.DataFrame:
         pool = ok if not ok.empty else part
         best.append(pool.sort_values("usd_per_mtok", na_position="last").iloc[0])
     out = pd.DataFrame(best).sort_values(["meets_slo", "usd_per_mtok"], ascending=[False, True])
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs.update(frame.attrs)
+    return out
 
 
 def recommend(frame: pd.DataFrame, slo: LatencySlo | None = None) -> Recommendation:
@@ -585,18 +595,76 @@ def recommend(frame: pd.DataFrame, slo: LatencySlo | None = None) -> Recommendat
     )
 
 
+def check_recommendation(
+    frame: pd.DataFrame, rec: Recommendation, slo: LatencySlo | None = None
+) -> pd.DataFrame:
+    """Check the lesson against the measurements: raise if it does not hold.
+
+    Checks, recomputed from ``frame`` (not from ``rec``'s own table): the recommended point meets
+    the SLO; no measured point that meets it is cheaper; every layout's throughput per GPU rose
+    from its lowest to its highest concurrency (batching pays).
+
+    Returns:
+        One row per check with its verdict and the numbers behind it.
+
+    Raises:
+        ValidationError: a check failed (``problems`` lists each one).
+    """
+    slo = slo or LatencySlo()
+    picked = frame[(frame["layout"] == rec.layout) & (frame["concurrency"] == rec.concurrency)]
+    if picked.empty:
+        raise ValidationError(
+            f"recommended {rec.layout} at concurrency {rec.concurrency} is not in the sweep "
+            "frame; pass the frame recommend() was given"
+        )
+    row = picked.iloc[0]
+    misses = slo.misses(row)
+    meeting = frame[[not slo.misses(r) for _, r in frame.iterrows()]]
+    cheapest = float(meeting["usd_per_mtok"].min()) if not meeting.empty else math.nan
+    checks = [
+        ("recommended point meets the SLO", not misses, "; ".join(misses) or "all targets met"),
+        (
+            "no SLO-meeting point is cheaper",
+            row["usd_per_mtok"] <= cheapest,
+            f"${row['usd_per_mtok']:.3f} vs cheapest meeting ${cheapest:.3f} per Mtok",
+        ),
+    ]
+    for layout, part in frame.groupby("layout", sort=False):
+        ordered = part.sort_values("concurrency")
+        low, high = ordered.iloc[0], ordered.iloc[-1]
+        checks.append(
+            (
+                f"{layout}: batching raises tokens/s per GPU",
+                bool(high["tokens_per_s_per_gpu"] > low["tokens_per_s_per_gpu"]),
+                f"c={int(low['concurrency'])}: {low['tokens_per_s_per_gpu']:,.0f}, "
+                f"c={int(high['concurrency'])}: {high['tokens_per_s_per_gpu']:,.0f} tokens/s/GPU",
+            )
+        )
+    table = pd.DataFrame(checks, columns=["check", "holds", "evidence"])
+    failed = table[~table["holds"]]
+    if not failed.empty:
+        problems = [f"{c}: {e}" for c, e in zip(failed["check"], failed["evidence"], strict=True)]
+        raise ValidationError(
+            f"sizing lesson does not hold ({len(problems)} check(s)): {problems[0]}", problems
+        )
+    return table
+
+
 def _simulated_note(frame: pd.DataFrame) -> str:
+    gpus = ", ".join(sorted(map(str, frame["gpu"].unique()))) if "gpu" in frame else "?"
     return (
-        f"simulated engines, {frame.attrs.get('model', '?')}; "
+        f"SIMULATED {gpus} engines serving {frame.attrs.get('model', '?')}; "
         f"prices as of {frame.attrs.get('prices_as_of', '?')}"
     )
 
 
 def plot_cost_vs_throughput(frame: pd.DataFrame) -> Figure:
     """Scatter of USD per million output tokens against output tokens/s per GPU, by layout."""
-    import matplotlib.pyplot as plt
+    import matplotlib.figure
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    # A bare Figure (not pyplot's) so Jupyter shows it once, as the cell's result.
+    fig = matplotlib.figure.Figure(figsize=(7.5, 4.5))
+    ax = fig.subplots()
     for layout, part in frame.groupby("layout", sort=False):
         points = ax.scatter(
             part["tokens_per_s_per_gpu"], part["usd_per_mtok"], label=str(layout), s=40
@@ -627,13 +695,14 @@ def plot_cost_bars(frame: pd.DataFrame) -> Figure:
     ``frame`` is :meth:`Recommendation.to_frame` (one row per layout with ``meets_slo``) or a
     sweep frame (then each layout's cheapest point is shown).
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.figure
 
     if "meets_slo" in frame:
         best = frame
     else:
         best = frame.sort_values("usd_per_mtok").groupby("layout", sort=False).head(1)
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
+    fig = matplotlib.figure.Figure(figsize=(7.5, 4.0))
+    ax = fig.subplots()
     meets = best["meets_slo"] if "meets_slo" in best else pd.Series(True, index=best.index)
     bars = ax.bar(
         best["layout"].astype(str),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import matplotlib
@@ -11,7 +12,7 @@ import pytest
 from labutils import sizing
 from labutils.catalog import INSTANCE_TYPES, load_prices
 from labutils.cli import main
-from labutils.errors import ConfigError, LoadTestError
+from labutils.errors import ConfigError, LoadTestError, ValidationError
 
 matplotlib.use("Agg")
 
@@ -116,6 +117,7 @@ def test_sweep_settings_refuse_unbounded_or_empty_load() -> None:
 def _point(layout: str, concurrency: int, usd: float, tpot: float, ttft: float, failed: int = 0):
     return {
         "layout": layout,
+        "gpu": "l4",
         "concurrency": concurrency,
         "nodes": 1,
         "gpus": 1,
@@ -190,7 +192,7 @@ def test_plots_draw_one_bar_per_layout_and_one_point_per_step() -> None:
     rec = sizing.recommend(frame)
     bars = sizing.plot_cost_bars(rec.to_frame())
     assert [p.get_height() for p in bars.axes[0].patches] == [1.0, 4.0]
-    assert "simulated" in bars.axes[0].get_title()
+    assert "SIMULATED l4 engines serving m" in bars.axes[0].get_title()
     scatter = sizing.plot_cost_vs_throughput(frame)
     offsets = [c.get_offsets() for c in scatter.axes[0].collections]
     assert sum(len(o) for o in offsets) == 3
@@ -203,3 +205,21 @@ def test_cli_candidates_lists_rejections_and_bad_model_is_one_line(capsys) -> No
     assert main(["sizing", "candidates", "no-such-model"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown model" in err
+
+
+def test_check_recommendation_passes_the_real_pick_and_catches_a_wrong_one() -> None:
+    a_low = _point("a", 1, usd=3.0, tpot=10.0, ttft=10.0)
+    a_high = {**_point("a", 8, usd=1.0, tpot=20.0, ttft=10.0), "tokens_per_s_per_gpu": 300.0}
+    b_low = _point("b", 1, usd=4.0, tpot=10.0, ttft=10.0)
+    b_high = {**_point("b", 8, usd=2.0, tpot=30.0, ttft=10.0), "tokens_per_s_per_gpu": 200.0}
+    frame = _frame([a_low, a_high, b_low, b_high])
+    rec = sizing.recommend(frame)
+    table = sizing.check_recommendation(frame, rec)
+    assert table["holds"].all() and len(table) == 4
+    wrong = dataclasses.replace(rec, layout="b", concurrency=8)
+    with pytest.raises(ValidationError, match="no SLO-meeting point is cheaper") as info:
+        sizing.check_recommendation(frame, wrong)
+    assert len(info.value.problems) == 1
+    flat = _frame([a_low, a_high, b_low, {**b_high, "tokens_per_s_per_gpu": 50.0}])
+    with pytest.raises(ValidationError, match="b: batching raises"):
+        sizing.check_recommendation(flat, sizing.recommend(flat))

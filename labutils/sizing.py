@@ -575,16 +575,23 @@ def recommend(frame: pd.DataFrame, slo: LatencySlo | None = None) -> Recommendat
             f"${runner['usd_per_mtok']:.3f} per million tokens "
             f"({runner['usd_per_mtok'] / pick['usd_per_mtok']:.1f}x)."
         )
-    # Layouts that were cheaper at some point but never met the SLO explain the trade-off.
-    cheaper_misses = frame[
-        (frame["usd_per_mtok"] < pick["usd_per_mtok"]) & ~frame["layout"].isin(meeting["layout"])
+    # The picked layout pushed harder: cheaper per token, but the SLO is what stops it.
+    same = frame[
+        (frame["layout"] == pick["layout"]) & (frame["usd_per_mtok"] < pick["usd_per_mtok"])
     ]
-    for layout, part in cheaper_misses.groupby("layout", sort=False):
-        row = part.sort_values("usd_per_mtok").iloc[0]
+    for _, row in same.sort_values("usd_per_mtok").head(1).iterrows():
         reasons.append(
-            f"{layout} would be cheaper (${row['usd_per_mtok']:.3f} per million tokens at "
-            f"concurrency {int(row['concurrency'])}) but misses the SLO: "
+            f"Loading {pick['layout']} harder (concurrency {int(row['concurrency'])}) would cut "
+            f"the cost to ${row['usd_per_mtok']:.3f} per million tokens but misses the SLO: "
             f"{'; '.join(slo.misses(row))}."
+        )
+    # Layouts that never met the SLO explain the trade-off from the other side.
+    for _, row in best[~best["meets_slo"]].iterrows():
+        verdict = "would be cheaper" if row["usd_per_mtok"] < pick["usd_per_mtok"] else "costs"
+        reasons.append(
+            f"{row['layout']} never met the SLO; at its cheapest point (concurrency "
+            f"{int(row['concurrency'])}) it {verdict} ${row['usd_per_mtok']:.3f} per million "
+            f"tokens but misses: {row['slo_misses']}."
         )
     return Recommendation(
         layout=str(pick["layout"]),
@@ -660,11 +667,9 @@ def _simulated_note(frame: pd.DataFrame) -> str:
 
 def plot_cost_vs_throughput(frame: pd.DataFrame) -> Figure:
     """Scatter of USD per million output tokens against output tokens/s per GPU, by layout."""
-    import matplotlib.figure
+    import matplotlib.pyplot as plt
 
-    # A bare Figure (not pyplot's) so Jupyter shows it once, as the cell's result.
-    fig = matplotlib.figure.Figure(figsize=(7.5, 4.5))
-    ax = fig.subplots()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for layout, part in frame.groupby("layout", sort=False):
         points = ax.scatter(
             part["tokens_per_s_per_gpu"], part["usd_per_mtok"], label=str(layout), s=40
@@ -686,6 +691,7 @@ def plot_cost_vs_throughput(frame: pd.DataFrame) -> Figure:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    plt.close(fig)  # returned, not left open: Jupyter then shows it once, as the cell's result
     return fig
 
 
@@ -695,14 +701,13 @@ def plot_cost_bars(frame: pd.DataFrame) -> Figure:
     ``frame`` is :meth:`Recommendation.to_frame` (one row per layout with ``meets_slo``) or a
     sweep frame (then each layout's cheapest point is shown).
     """
-    import matplotlib.figure
+    import matplotlib.pyplot as plt
 
     if "meets_slo" in frame:
         best = frame
     else:
         best = frame.sort_values("usd_per_mtok").groupby("layout", sort=False).head(1)
-    fig = matplotlib.figure.Figure(figsize=(7.5, 4.0))
-    ax = fig.subplots()
+    fig, ax = plt.subplots(figsize=(7.5, 4.0))
     meets = best["meets_slo"] if "meets_slo" in best else pd.Series(True, index=best.index)
     bars = ax.bar(
         best["layout"].astype(str),
@@ -719,6 +724,7 @@ def plot_cost_bars(frame: pd.DataFrame) -> Figure:
     )
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.tight_layout()
+    plt.close(fig)  # returned, not left open: Jupyter then shows it once, as the cell's result
     return fig
 
 

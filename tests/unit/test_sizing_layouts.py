@@ -159,8 +159,10 @@ def test_recommend_picks_cheapest_meeting_slo_and_explains_cheaper_misses() -> N
     text = " ".join(rec.reasons)
     assert "$2.000" in text and "TPOT p50 20.0 ms" in text and "2026-11-01" in text
     assert "mid" in text and "1.5x" in text
-    assert "slow would be cheaper" in text and "TPOT p50 80.0 ms > 50 ms" in text
-    assert "flaky would be cheaper" in text and "2 of 10 requests failed" in text
+    assert "slow never met the SLO" in text and "TPOT p50 80.0 ms > 50 ms" in text
+    assert "(concurrency 32) it would be cheaper $0.500" in text
+    assert "flaky never met" in text and "2 of 10 requests failed" in text
+    assert "Loading fast harder (concurrency 32)" in text and "TTFT p95 2500 ms > 2000" in text
     best = rec.to_frame()
     assert list(best["layout"][best["meets_slo"]]) == ["fast", "mid"]
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from labutils import sizing
-from labutils.errors import ConfigError
+from labutils.cli import main
+from labutils.errors import ConfigError, WaitTimeout
 
 pytest.importorskip("labutils.loadtest", reason="the load tester (branch loadtest) is not merged")
 
@@ -71,3 +72,28 @@ def test_sweep_refuses_rejected_layouts() -> None:
     frame = sizing.candidates("llama-3.1-70b", instance_types=["g5.xlarge"], max_nodes=1)
     with pytest.raises(ConfigError, match=r"g5\.xlarge TP1 PP1 was rejected: .*does not fit"):
         sizing.sweep(frame, progress=False)
+
+
+def test_a_hung_load_step_times_out_naming_the_engine() -> None:
+    settings = sizing.SweepSettings(concurrencies=(1,), duration_s=0.1, request_timeout_s=0.1)
+
+    async def hung(url: str, model: str, users: int, s: sizing.SweepSettings) -> sizing.Measurement:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    layouts = _two_layouts().head(1)
+    layouts.attrs.update(_two_layouts().attrs)
+    with pytest.raises(WaitTimeout, match=r"c=1 on http://127\.0\.0\.1:\d+ still running.*0/1"):
+        sizing.sweep(layouts, settings, measure=hung, progress=False)
+
+
+def test_cli_sweep_prints_measurements_and_the_recommendation(capsys) -> None:
+    argv = ["sizing", "sweep", "llama-3.1-8b", "--layouts", "p5e.48xlarge TP1 PP1",
+            "--concurrencies", "1,4", "--duration-s", "0.5", "--output-tokens", "8",
+            "--input-tokens", "32"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "simulated engines" in out
+    assert "- p5e.48xlarge TP1 PP1 at concurrency" in out
+    assert main([*argv[:3], "--layouts", "p9.huge TP1 PP1"]) == 2
+    assert "unknown ['p9.huge TP1 PP1']" in capsys.readouterr().err

@@ -101,8 +101,11 @@ def roofline(
     context averages ``input_tokens + output_tokens / 2`` and, since one of them finishes every
     ``output_tokens / batch`` steps and its user sends the next prompt at once, also prefills
     ``batch x input_tokens / output_tokens`` prompt tokens in the same (chunked-prefill) step.
-    No queueing beyond ``max_num_seqs`` or KV preemption is modelled: it is the best case a
-    measurement can approach. TTFT is the prefill of one prompt on an idle engine.
+    No queueing beyond ``max_num_seqs`` or KV preemption is modelled, and prefills are spread
+    out so they hide under memory-bound decode steps: it is the best case a measurement can
+    approach. A closed loop whose users start together sends prompts in waves instead, so it
+    measures less (``benchmarks/sizing_step_length.py``). TTFT is the prefill of one prompt on
+    an idle engine.
 
     Returns:
         ``roofline_output_tokens_per_s``, ``roofline_tpot_ms``, ``roofline_ttft_ms``.

@@ -291,7 +291,15 @@ MeasureFn = Callable[[str, str, int, SweepSettings], Awaitable[Measurement]]
 async def _measure_with_loadtest(
     url: str, model: str, concurrency: int, settings: SweepSettings
 ) -> Measurement:
-    from labutils.loadtest import closed_loop, run_load_async, summarize
+    try:
+        from labutils.loadtest import closed_loop, run_load_async, summarize
+    except ModuleNotFoundError as exc:
+        if exc.name and "labutils.loadtest".startswith(exc.name):
+            raise ConfigError(
+                "labutils.loadtest is not in this checkout; update it (git pull) or pass "
+                "measure= to sizing.sweep"
+            ) from None
+        raise
 
     schedule = closed_loop(
         concurrency,

@@ -22,6 +22,7 @@ measured and the node's throughput is that times the engine count.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -446,8 +447,6 @@ async def sweep_async(
     with tqdm(total=steps, desc="sizing sweep", unit="step", disable=not progress) as bar:
 
         async def timed(url: str, name: str, users: int, s: SweepSettings) -> Measurement:
-            import asyncio
-
             try:
                 return await asyncio.wait_for(measure(url, name, users, s), step_limit_s)
             except TimeoutError:

@@ -13,6 +13,7 @@ pinned dependencies would clash with the lab's; ``$LAB_CHECKOV`` overrides the p
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from labutils.config import project_root
 from labutils.errors import ConfigError, LabError
 
 __all__ = [
+    "AllowEntry",
     "CheckovReport",
     "checkov_path",
     "load_allowlist",
@@ -71,21 +73,50 @@ def checkov_path() -> str:
     )
 
 
-def load_allowlist(path: Path | None = None) -> dict[str, str]:
-    """Read the allow-list: ``{check_id: reason}``; every entry must give a reason."""
+@dataclass(frozen=True)
+class AllowEntry:
+    """One allow-listed check: why, and (optionally) which resources it covers."""
+
+    check: str
+    reason: str
+    resources: tuple[str, ...] = ("*",)
+
+    def covers(self, check_id: str, resource: str) -> bool:
+        """True when this entry allows ``check_id`` on ``resource`` (glob patterns)."""
+        return check_id == self.check and any(
+            fnmatch.fnmatchcase(resource, pattern) for pattern in self.resources
+        )
+
+
+def load_allowlist(path: Path | None = None) -> list[AllowEntry]:
+    """Read the allow-list; every entry needs ``check`` and ``reason``, ``resources`` is optional.
+
+    ``resources`` is a list of glob patterns over checkov's resource names (e.g.
+    ``Pod.*-worker``) so a check is allowed only where its reason applies.
+    """
     file = path or project_root() / "manifests" / "checkov-allowlist.yaml"
     if not file.exists():
-        return {}
-    data = yaml.safe_load(file.read_text()) or {}
+        return []
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML ({_one_line(exc)})") from None
     entries = data.get("allow", []) if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ConfigError(f"{file}: expected 'allow:' followed by a list of check/reason items")
-    allow: dict[str, str] = {}
+    allow: list[AllowEntry] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry.get("check") or not entry.get("reason"):
             raise ConfigError(f"{file}: allow[{i}] needs both 'check' and 'reason'")
-        allow[str(entry["check"])] = str(entry["reason"])
+        resources = entry.get("resources", ["*"])
+        if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+            raise ConfigError(f"{file}: allow[{i}].resources must be a list of glob patterns")
+        allow.append(AllowEntry(str(entry["check"]), str(entry["reason"]), tuple(resources)))
     return allow
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _template_as_pod(lws: dict[str, Any], template: dict[str, Any], role: str) -> dict[str, Any]:
@@ -116,70 +147,82 @@ def objects_for_scan(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             leader = lwt.get("leaderTemplate") or worker
             if leader:
                 out.append(_template_as_pod(obj, leader, "leader"))
-            if worker and lwt.get("size", 1) > 1:
+            if worker and str(lwt.get("size", 1)) != "1":
                 out.append(_template_as_pod(obj, worker, "worker"))
         else:
             out.append(obj)
     return out
 
 
-def _read_yaml_tree(path: Path) -> list[dict[str, Any]]:
-    files = [path] if path.is_file() else sorted(path.rglob("*.y*ml"))
-    docs: list[dict[str, Any]] = []
-    for file in files:
-        try:
-            docs += [d for d in yaml.safe_load_all(file.read_text()) if isinstance(d, dict)]
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML ({exc})") from None
-    return docs
+def _read_yaml_tree(file: Path) -> list[dict[str, Any]]:
+    try:
+        return [d for d in yaml.safe_load_all(file.read_text()) if isinstance(d, dict)]
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{file}: not valid YAML ({_one_line(exc)}); fix or re-render it"
+        ) from None
 
 
 def run_checkov(
-    path: Path | str, *, allowlist: dict[str, str] | None = None, exclude: Iterable[str] = ()
+    path: Path | str, *, allowlist: list[AllowEntry] | None = None, exclude: Iterable[str] = ()
 ) -> CheckovReport:
     """Scan a folder (or file) of manifests with checkov, LWS pod templates included.
 
     Args:
         path: rendered manifests (``labctl render --out DIR``) or any YAML tree.
-        allowlist: ``{check_id: reason}``; default :func:`load_allowlist`.
+        allowlist: allow-list entries; default :func:`load_allowlist` (``[]``: none).
         exclude: path parts to skip (e.g. ``optional``).
 
     Raises:
         LabError: checkov could not run or its output could not be read.
     """
     root = Path(path)
+    if not root.exists():
+        raise ConfigError(
+            f"{root}: no such file or folder; render first: labctl render --out {root}"
+        )
     allow = load_allowlist() if allowlist is None else allowlist
-    docs = _read_yaml_tree(root)
-    if exclude:
-        files = [
-            f for f in sorted(root.rglob("*.y*ml")) if not any(part in f.parts for part in exclude)
-        ]
-        docs = [d for f in files for d in _read_yaml_tree(f)]
+    skip = set(exclude)
+    files = [root] if root.is_file() else sorted(root.rglob("*.y*ml"))
+    # Exclude by the path *below* root, so a root folder named like an excluded part still works.
+    files = [f for f in files if not skip.intersection(f.relative_to(root).parts[:-1])]
+    docs = [d for f in files for d in _read_yaml_tree(f)]
     scan = objects_for_scan(docs)
+    if not scan:
+        raise ConfigError(
+            f"{root}: no Kubernetes objects to scan; point at rendered manifests "
+            "(labctl render --out DIR)"
+        )
     with tempfile.TemporaryDirectory(prefix="lab-checkov-") as tmp:
         (Path(tmp) / "objects.yaml").write_text(yaml.safe_dump_all(scan, sort_keys=False))
-        proc = subprocess.run(
-            [
-                checkov_path(),
-                "-d",
-                tmp,
-                "--framework",
-                "kubernetes",
-                "-o",
-                "json",
-                "--skip-download",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        try:
+            proc = subprocess.run(
+                [
+                    checkov_path(),
+                    "-d",
+                    tmp,
+                    "--framework",
+                    "kubernetes",
+                    "-o",
+                    "json",
+                    "--skip-download",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise LabError(
+                f"checkov on {root} ran over 300 s; retry on a less loaded machine"
+            ) from None
+    last_err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
-        raise LabError(
-            f"checkov failed on {root} (exit {proc.returncode}): "
-            f"{proc.stderr.strip().splitlines()[-1:] or 'no output'}"
-        )
-    result = json.loads(proc.stdout)
+        raise LabError(f"checkov failed on {root} (exit {proc.returncode}): {last_err}")
+    try:
+        result = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise LabError(f"checkov on {root} printed no JSON report: {last_err}") from None
     reports = result if isinstance(result, list) else [result]
     passed = 0
     failures: list[dict[str, str]] = []
@@ -189,22 +232,29 @@ def run_checkov(
             continue
         passed += int(rep.get("summary", {}).get("passed", 0))
         for chk in rep["results"].get("failed_checks", []):
+            resource = str(chk.get("resource", ""))
+            entry = next((a for a in allow if a.covers(chk["check_id"], resource)), None)
             item = {
                 "check_id": chk["check_id"],
                 "check_name": chk.get("check_name", ""),
-                "resource": chk.get("resource", ""),
+                "resource": resource,
                 "file": str(root),
-                "reason": allow.get(chk["check_id"], ""),
+                "reason": entry.reason if entry else "",
             }
-            (allowed if chk["check_id"] in allow else failures).append(item)
+            (allowed if entry else failures).append(item)
     return CheckovReport(passed, tuple(failures), tuple(allowed))
 
 
 def _cmd_scan(args: argparse.Namespace) -> int:
-    report = run_checkov(Path(args.path), exclude=args.exclude)
+    allow = [] if args.no_allowlist else load_allowlist(args.allowlist)
+    report = run_checkov(Path(args.path), allowlist=allow, exclude=args.exclude)
     frame = report.to_frame()
-    if not frame.empty:
-        print(frame.to_string(index=False))
+    failed = frame[~frame["allowed"]]
+    if not failed.empty:
+        print(failed[["check_id", "resource", "check_name"]].to_string(index=False))
+    if report.allowed:
+        counts = frame[frame["allowed"]].groupby("check_id").size()
+        print("allow-listed: " + ", ".join(f"{c} x{n}" for c, n in counts.items()))
     print(
         f"checkov: {report.passed} passed, {len(report.failures)} failed, "
         f"{len(report.allowed)} allow-listed"
@@ -221,5 +271,14 @@ def register(subparsers: Any) -> None:
         action="append",
         default=["optional"],
         help="skip folders with this name (default: optional)",
+    )
+    scan.add_argument(
+        "--allowlist",
+        type=Path,
+        default=None,
+        help="allow-list file (default: manifests/checkov-allowlist.yaml)",
+    )
+    scan.add_argument(
+        "--no-allowlist", action="store_true", help="count every finding as a failure"
     )
     scan.set_defaults(handler=_cmd_scan)

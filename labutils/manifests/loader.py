@@ -21,7 +21,7 @@ __all__ = ["LoadedObject", "Problem", "iter_manifest_files", "load_objects"]
 FieldPath = tuple[str | int, ...]
 
 # Files under a manifests folder that are not Kubernetes objects.
-_NOT_OBJECTS = ("lab.yaml",)
+_NOT_OBJECTS = ("lab.yaml", "checkov-allowlist.yaml")
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ def load_objects(path: str | Path) -> list[LoadedObject]:
 
     Args:
         path: a rendered folder (``labctl render --out DIR``), the source ``manifests/``, or
-            one YAML file. ``lab.yaml`` (the lab config) is skipped.
+            one YAML file. ``lab.yaml`` and ``checkov-allowlist.yaml`` (lab config) are skipped.
 
     Raises:
         ManifestError: a file is unreadable or not valid YAML (message names file:line).

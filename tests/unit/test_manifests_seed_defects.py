@@ -199,7 +199,13 @@ def test_chat_model_and_api_key_from_secret(objs) -> None:
         assert "Instruct" in parse_vllm_serve(_cmd(_templates(lws)["leader"])).model
         env = {e["name"]: e for e in leader["env"]}
         assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "vllm-api-key"
-        assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
+        # The HF token is a mounted Secret file (huggingface_hub reads HF_TOKEN_PATH), not env.
+        assert "HF_TOKEN" not in env
+        mount_dir = env["HF_TOKEN_PATH"]["value"].rsplit("/", 1)[0]
+        mounts = {m["mountPath"]: m for m in leader["volumeMounts"]}
+        volumes = {v["name"]: v for v in _templates(lws)["leader"]["volumes"]}
+        assert mounts[mount_dir]["readOnly"] is True
+        assert volumes[mounts[mount_dir]["name"]]["secret"]["secretName"] == "hf-token"
         assert "--api-key" not in _cmd(_templates(lws)["leader"])
     for secret in _of(objs, "Secret"):
         assert "data" not in secret.data and "stringData" not in secret.data

@@ -48,6 +48,15 @@ def list_notebooks(folder: Path | None = None) -> list[Path]:
     return found
 
 
+def _resolve_notebook(path: Path) -> Path:
+    # A bare name ("01-x.ipynb") means the lab's own notebook of that name.
+    for cand in (Path(path), project_root() / "notebooks" / Path(path).name):
+        if cand.is_file():
+            return cand
+    names = ", ".join(p.name for p in list_notebooks())
+    raise ConfigError(f"notebook {path} not found; choose one of: {names}")
+
+
 def _combined_report(executed: list[Path], report: Path) -> None:
     from nbconvert import HTMLExporter
 
@@ -86,8 +95,8 @@ def run_lab(
 
     chosen = lab_target(target)
     out = Path(out_dir)
+    paths = [_resolve_notebook(p) for p in notebooks] if notebooks else list_notebooks()
     out.mkdir(parents=True, exist_ok=True)
-    paths = notebooks or list_notebooks()
     params = {"target": chosen, **(parameters or {})}
     executed: list[Path] = []
     durations: list[float] = []

@@ -3,8 +3,8 @@
 A workshop prints a lot: notebook outputs, twin logs, load-test reports. None of it may carry a
 credential. :func:`scan_secrets` looks for the shapes of the credentials the lab touches (AWS
 access keys, OpenAI-style ``sk-`` keys, Hugging Face ``hf_`` tokens, GitHub tokens, bearer
-tokens, private keys, ``VLLM_API_KEY=value``) and reports file:line with the match masked, so
-the report itself never leaks what it found. ``labctl scan-secrets [PATHS]`` runs it.
+tokens, private keys, ``VLLM_API_KEY`` set to a value) and reports file:line with the match
+masked, so the report itself never leaks what it found. ``labctl scan-secrets [PATHS]`` runs it.
 """
 
 from __future__ import annotations

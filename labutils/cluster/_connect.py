@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -133,8 +134,13 @@ def connect(
             )
         try:
             contexts, current = config.list_kube_config_contexts(config_file=path)
-        except (ConfigException, OSError, ValueError) as exc:
-            raise ClusterError(f"kubeconfig {path} is not valid: {exc}") from None
+        # A truncated or non-mapping file fails inside the client as YAML/Type/KeyError.
+        except (ConfigException, OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as exc:
+            detail = " ".join(str(exc).split())
+            raise ClusterError(
+                f"kubeconfig {path} is not valid ({type(exc).__name__}: {detail}); "
+                "regenerate it: aws eks update-kubeconfig --name CLUSTER"
+            ) from None
         names = [c["name"] for c in contexts]
         if context and context not in names:
             raise ClusterError(

@@ -140,7 +140,25 @@ def _schedules(args: argparse.Namespace) -> list[Schedule]:
     ]
 
 
+def _check_before_load(args: argparse.Namespace) -> None:
+    # Fail before sending anything: a run whose results cannot be written is a lost measurement.
+    for url in args.url:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise LoadTestError(
+                f"--url {url!r} is not an http(s) URL; give e.g. http://127.0.0.1:8000"
+            )
+    if args.out is not None:
+        if args.out.is_dir():
+            raise LoadTestError(f"--out {args.out} is a folder; give a file name (results.json)")
+        if not args.out.parent.is_dir():
+            raise LoadTestError(
+                f"--out {args.out}: folder {args.out.parent} does not exist; create it first"
+            )
+
+
 def _loadtest(args: argparse.Namespace) -> int:
+    _check_before_load(args)
     slo = parse_slo(args.slo) if args.slo else None
     token = os.environ.get(args.api_key_env, "")
     headers = {"Authorization": f"Bearer {token}"} if token else None

@@ -74,10 +74,22 @@ def _check_config(cfg: LabConfig) -> catalog.InstanceType:
         raise ConfigError(
             f"lab.yaml: model {cfg.model} has no chat template; pick an instruct model"
         )
+    if spec is not None and spec.heads % cfg.tensor_parallel_size:
+        divisors = [d for d in range(1, node.gpus + 1) if spec.heads % d == 0]
+        raise ConfigError(
+            f"lab.yaml: tensor_parallel_size={cfg.tensor_parallel_size} does not divide the "
+            f"{spec.heads} attention heads of {cfg.model} (vLLM refuses it); use one of {divisors}"
+        )
     if not 1 <= len(cfg.zones) <= _MAX_BACKEND_REFS:
         raise ConfigError(f"lab.yaml: 1..{_MAX_BACKEND_REFS} zones (HTTPRoute backendRefs limit)")
     if len(set(cfg.zones)) != len(cfg.zones):
         raise ConfigError(f"lab.yaml: zones repeat a zone: {list(cfg.zones)}")
+    unknown = sorted(set(cfg.route_weights) - set(cfg.zones))
+    if unknown:
+        raise ConfigError(
+            f"lab.yaml: route_weights name zone(s) {unknown} that are not in zones "
+            f"{list(cfg.zones)}; fix the zone name or add it to zones"
+        )
     for zone in cfg.zones:
         if not 0 <= cfg.weight(zone) <= _MAX_WEIGHT:
             raise ConfigError(f"lab.yaml: route_weights[{zone}] must be in 0..{_MAX_WEIGHT}")
@@ -236,6 +248,8 @@ def render(
         o for o in by_file.get(src / "cluster" / "namespace.yaml", []) if o.kind == "Namespace"
     ]
     source_ns = ns_objects[0].name if ns_objects else cfg.namespace
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; pass a folder (it is created if missing)")
     _clean(out)
     written: list[Path] = []
     for file, objs in sorted(by_file.items()):

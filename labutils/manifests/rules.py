@@ -427,6 +427,14 @@ def _check_leader(
             (*cpath, "args", 0),
             f"{args.model} has no chat template; /v1/chat/completions needs an instruct model",
         )
+    if spec is not None and spec.heads % args.tensor_parallel_size:
+        # vLLM refuses this at startup, after minutes of scheduling and image pulls.
+        s.add(
+            lws,
+            _arg_path(cpath, container, "--tensor-parallel-size"),
+            f"{args.model} has {spec.heads} attention heads, not divisible by "
+            f"TP={args.tensor_parallel_size}; use a TP that divides {spec.heads}",
+        )
     if args.headless:
         s.add(lws, _arg_path(cpath, container, "--headless"), "the leader must serve the API")
     if isinstance(size, int) and size > 1:

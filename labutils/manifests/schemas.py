@@ -13,10 +13,12 @@ import re
 from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 from referencing import Registry, Resource
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["CUSTOM_KINDS", "K8S_VERSION", "SchemaFinding", "schema_findings"]
 
@@ -67,6 +69,10 @@ def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator | 
         if not entry.is_file():
             return None
         schema = json.loads(entry.read_text())
+    # Imported here: jsonschema's format checkers take ~1.5 s to import (a grammar compiled at
+    # import time), which every labctl command would otherwise pay.
+    import jsonschema
+
     return jsonschema.Draft202012Validator(schema, registry=_registry())
 
 
@@ -101,7 +107,9 @@ def _describe(error: jsonschema.ValidationError) -> tuple[FieldPath, str]:
             f"{_short(error.instance)} violates {error.validator}={error.validator_value!r}",
         )
     if error.validator in ("oneOf", "anyOf") and error.context:
-        best = jsonschema.exceptions.best_match(error.context)
+        from jsonschema.exceptions import best_match
+
+        best = best_match(error.context)
         sub_path, message = _describe(best)
         return (*path, *sub_path[len(path) :]) if sub_path[: len(path)] == path else path, message
     return path, error.message if len(error.message) < 200 else error.message[:197] + "..."

@@ -139,8 +139,8 @@ def objects_for_scan(objects: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Return the objects checkov should see: each LWS replaced by its leader/worker Pods."""
     out: list[dict[str, Any]] = []
     for obj in objects:
-        if not isinstance(obj, dict):
-            continue
+        if not isinstance(obj, dict) or "kind" not in obj:
+            continue  # lab.yaml, the allow-list: settings, not Kubernetes objects
         if obj.get("kind") == "LeaderWorkerSet":
             lwt = obj.get("spec", {}).get("leaderWorkerTemplate", {})
             worker = lwt.get("workerTemplate")

@@ -1,7 +1,8 @@
 """The twin's logs never carry a credential, even when the environment and requests hold one.
 
 The twin runs with planted keys in its environment (VLLM_API_KEY, HF_TOKEN, LAB_API_KEY, which
-its engines inherit) and serves requests with a planted bearer token, good and bad; then its
+its engines inherit) and serves requests with a planted bearer token, good and bad (also from
+`labctl loadtest`, whose JSON results are scanned too); then its
 whole state dir (logs, events, state) is scanned. A copy of a log with the key appended proves
 the scan would have caught a leak.
 """
@@ -9,6 +10,8 @@ the scan would have caught a leak.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from twin_fixtures import ENGINE, write_rendered
 from twin_gateway_client import send_requests
 
-from labutils.secretscan import scan_secrets
+from labutils.config import project_root
+from labutils.secretscan import scan_secrets, scan_text
 from labutils.twin import TwinBackend
 
 _KEY = "sk-" + "lab" + "Q7x9Lm2Pz4Kw8Rt6Vb3Nc5Hd1"
@@ -45,12 +49,27 @@ def test_twin_state_dir_has_no_keys_after_traffic(
             send_requests(url, 2, concurrency=1, max_tokens=4,
                           headers={"Authorization": f"Bearer {_KEY}x"})
         )  # fmt: skip
+        # The load tester's results (errors included) must not carry the key it sent.
+        reports = []
+        for name, key in (("good", _KEY), ("bad", _KEY + "x")):
+            reports.append(tmp_path / f"loadtest-{name}.json")
+            proc = subprocess.run(
+                [sys.executable, "-m", "labutils.cli", "loadtest", "--url", url, "--model",
+                 "llama-3.1-8b", "--rate", "20", "--requests", "3", "--output-tokens", "4",
+                 "--no-progress", "--out", str(reports[-1])],
+                capture_output=True, text=True, timeout=120, check=False,
+                env={**os.environ, "LAB_API_KEY": key}, cwd=project_root(),
+            )  # fmt: skip
+            assert proc.returncode == (0 if name == "good" else 1), proc.stderr
+            assert not scan_text(proc.stdout + proc.stderr)
     finally:
         twin.down()
     assert {r["status"] for r in good} == {200}
     assert {r["status"] for r in bad} == {401}  # the engines did read the planted key
     logs = sorted((state / "logs").glob("*"))
     assert logs, "the twin wrote no logs"
+    assert "401" in reports[1].read_text()  # the bad key was refused and recorded
+    assert not scan_secrets(reports).findings
     result = scan_secrets([state])
     assert result.files_scanned >= len(logs)
     assert not result.findings, "\n".join(map(str, result.findings))

@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,9 +26,11 @@ from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
 from labutils.backend import Endpoints, MetricsScrape
+from labutils.config import default_state_dir
 from labutils.errors import LoadTestError, MetricsError, ValidationError
 from labutils.loadtest import OUTCOMES, LoadSummary, LoadTestResult, Schedule, summarize
 from labutils.loadtest.sender import run_load_async
+from labutils.manifests import render
 from labutils.monitoring import histogram_quantile, metrics_frame
 from labutils.plots import knee_index
 
@@ -38,6 +41,7 @@ __all__ = [
     "check_every_request_has_outcome",
     "check_latency_rises_past_knee",
     "client_server_ttft",
+    "fixed_size_manifests",
     "latency_table",
     "outcome_counts",
     "plot_percentiles",
@@ -54,6 +58,9 @@ SERVER_HISTOGRAMS: dict[str, str] = {
     "server_queue": "vllm:request_queue_time_seconds",
     "server_prefill": "vllm:request_prefill_time_seconds",
 }
+
+
+_FINAL_SCRAPE_TRIES = 10
 
 
 class _Watchable(Protocol):
@@ -111,6 +118,7 @@ async def _watch(
         return stamped
 
     await sample()  # the baseline: histogram deltas start here
+    baseline_count = len(scrapes)
     started_at = time.time()
     load = asyncio.create_task(
         run_load_async(
@@ -123,7 +131,16 @@ async def _watch(
         if not load.done():
             await sample()
     result = load.result()
-    status = await sample()  # after the last response: every request is in the histograms
+    # After the last response every request is in the histograms, but only the leaders that
+    # answer get scraped (a readiness blip on a loaded machine drops one for a round): retry
+    # briefly until every leader of the baseline round answered again.
+    baseline = {s.group for s in scrapes[:baseline_count] if not s.error}
+    for _ in range(_FINAL_SCRAPE_TRIES):
+        before = len(scrapes)
+        status = await sample()
+        if baseline <= {s.group for s in scrapes[before:] if not s.error}:
+            break
+        await asyncio.sleep(0.5)
     deadline = time.monotonic() + settle_s
     with tqdm(total=max(settle_s, 0.0), desc="watching after the load", unit="s",
               leave=False, disable=settle_s <= 0) as bar:  # fmt: skip
@@ -161,6 +178,22 @@ def run_monitored_load(
     if not interval_s > 0 or settle_s < 0:
         raise LoadTestError(f"interval_s={interval_s} must be > 0 and settle_s={settle_s} >= 0")
     return run_sync(_watch(backend, schedule, interval_s, settle_s, settle_until, load_options))
+
+
+def fixed_size_manifests(out_dir: str | Path | None = None) -> Path:
+    """Render ``manifests/`` without the zones' HPAs, so a measurement runs at a fixed size.
+
+    An HPA would change the number of groups during the test (an idle zone scales down to
+    ``minReplicas`` on its first sync), and the per-zone numbers would mix two sizes.
+
+    Returns:
+        The rendered folder (default ``<state dir>/../rendered-fixed-size``).
+    """
+    out = Path(out_dir) if out_dir else default_state_dir().parent / "rendered-fixed-size"
+    render(out_dir=out)
+    for hpa in (out / "zones").glob("*/hpa.yaml"):
+        hpa.unlink()
+    return out
 
 
 # --- server histograms ------------------------------------------------------------------
@@ -501,6 +534,21 @@ def plot_percentiles(summary: LoadSummary, *, scope: str = "zone", note: str = "
     return fig
 
 
+def _round_times(times_s: np.ndarray, gap_s: float = 0.25) -> np.ndarray:
+    """Each time replaced by the first time of its round (a new round after a gap > gap_s)."""
+    order = np.argsort(times_s)
+    out = np.empty_like(times_s)
+    current = math.nan
+    previous = -math.inf
+    for index in order:
+        t = times_s[index]
+        if t - previous > gap_s:
+            current = t
+        out[index] = current
+        previous = t
+    return out
+
+
 def plot_server_timeline(run: MonitoredRun, *, title: str = "") -> Figure:
     """Four panels on one clock: waiting, running, KV-cache usage per zone, and TTFT.
 
@@ -508,7 +556,9 @@ def plot_server_timeline(run: MonitoredRun, *, title: str = "") -> Figure:
     beside every request's client-measured TTFT at its send time.
     """
     series = run.series
-    ok = series[series["error"].eq("")]
+    ok = series[series["error"].eq("")].copy()
+    # one scrape round = the scrapes of all leaders taken together (times differ by ms)
+    ok["time_s"] = _round_times(ok["time_s"].to_numpy(float))
     start = run.started_at
     fig = Figure(figsize=(8.5, 8))
     axes = fig.subplots(4, 1, sharex=True)

@@ -18,6 +18,7 @@ from labutils.measure import (
     check_every_request_has_outcome,
     check_latency_rises_past_knee,
     client_server_ttft,
+    fixed_size_manifests,
     outcome_counts,
     server_histograms,
     simulated_label,
@@ -108,3 +109,12 @@ def test_simulated_label() -> None:
                              "pipeline_parallel_size": "2"}])  # fmt: skip
     assert simulated_label(engines) == "simulated A10G engines (TP=4, PP=2) serving m"
     assert simulated_label(engines.assign(simulated=False)) == ""
+
+
+def test_fixed_size_manifests_leave_out_only_the_hpas(tmp_path: Path) -> None:
+    out = fixed_size_manifests(tmp_path / "fixed")
+    zones = sorted(p.name for p in (out / "zones").iterdir())
+    assert zones  # every zone of lab.yaml rendered
+    for zone in zones:
+        names = {p.name for p in (out / "zones" / zone).iterdir()}
+        assert "hpa.yaml" not in names and "lws.yaml" in names

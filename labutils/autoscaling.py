@@ -12,7 +12,7 @@ shorten the HPA's windows/periods with :func:`drill_manifests` (said so, with bo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,14 @@ from labutils.measure import MonitoredRun
 __all__ = [
     "CONTROLLER_SYNC_PERIOD_S",
     "adapter_rules",
+    "back_at_min",
     "check_decisions_match",
     "check_scale_down_after_window",
     "check_scaled_up",
     "decisions",
     "drill_backend",
     "drill_manifests",
+    "example_policies",
     "gpu_nodes_needed",
     "hpa_settings",
     "hpa_spec",
@@ -58,6 +60,7 @@ __all__ = [
     "plot_autoscaling",
     "plot_what_if",
     "replay",
+    "replica_counts",
     "scaled_behavior",
     "what_if",
     "what_if_summary",
@@ -235,6 +238,35 @@ def adapter_rules(rendered_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def back_at_min(spec: HpaSpec) -> Callable[[pd.DataFrame], bool]:
+    """A ``settle_until`` for :func:`labutils.measure.run_monitored_load`: the HPA's target
+    LWS is back at ``minReplicas``."""
+
+    def done(status: pd.DataFrame) -> bool:
+        rows = status[status["lws"].eq(spec.target_name)]
+        return not rows.empty and int(rows["replicas"].sum()) <= spec.min_replicas
+
+    return done
+
+
+def example_policies(spec: HpaSpec, time_scale: float = 1.0) -> dict[str, Behavior]:
+    """Behaviors to compare with the deployed one (timings in the drill's ``time_scale``).
+
+    ``as deployed``; ``Kubernetes defaults`` (no ``behavior``: 4 groups or +100 % per 15 s up,
+    300 s window down); ``aggressive up`` (twice the deployed scale-up step);
+    ``no scale-down window``.
+    """
+    deployed = spec.behavior or Behavior()
+    up, down = deployed.scale_up, deployed.scale_down
+    doubled = tuple(ScalingPolicy(p.type, 2 * p.value, p.period_s) for p in up.policies)
+    return {
+        "as deployed": deployed,
+        "Kubernetes defaults": scaled_behavior(Behavior(), time_scale),
+        "aggressive up (2x step)": Behavior(replace(up, policies=doubled), down),
+        "no scale-down window": Behavior(up, replace(down, stabilization_window_s=0.0)),
+    }
+
+
 # --- decisions -----------------------------------------------------------------------------
 def decisions(backend: Any, hpa: str | None = None, *, since_s: float = 0.0) -> pd.DataFrame:
     """One row per HPA sync with its inputs: replicas, the metric's average, target, pods.
@@ -278,6 +310,12 @@ def _samples(row: Any, average: float, pods: int) -> dict[str, list[PodSample]]:
     samples += [PodSample(f"pending-{i}", None, phase="Pending", ready=False)
                 for i in range(unready)]  # fmt: skip
     return {str(row["metric"]): samples}
+
+
+def replica_counts(log: pd.DataFrame) -> list[int]:
+    """Every replica count the HPA had or asked for during the log, ascending."""
+    seen = set(log["current_replicas"].dropna()) | set(log["desired_replicas"].dropna())
+    return sorted(int(v) for v in seen)
 
 
 def replay(log: pd.DataFrame, spec: HpaSpec) -> pd.DataFrame:

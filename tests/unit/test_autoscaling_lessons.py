@@ -119,3 +119,17 @@ def test_gpu_nodes_and_node_pool(dirs: tuple[Path, Path]) -> None:
 def test_decisions_need_a_logging_backend() -> None:
     with pytest.raises(MetricsError, match="does not log HPA decisions"):
         autoscaling.decisions(object())
+
+
+def test_example_policies_and_helpers(dirs: tuple[Path, Path]) -> None:
+    spec = autoscaling.hpa_spec(dirs[1], ZONE)
+    policies = autoscaling.example_policies(spec, 0.05)
+    assert policies["as deployed"] == spec.behavior
+    assert policies["Kubernetes defaults"].scale_down.stabilization_window_s == 15  # 300 x 0.05
+    assert [p.value for p in policies["aggressive up (2x step)"].scale_up.policies] == [2]
+    assert policies["no scale-down window"].scale_down.stabilization_window_s == 0
+    status = pd.DataFrame({"lws": [spec.target_name], "replicas": [spec.min_replicas]})
+    assert autoscaling.back_at_min(spec)(status)
+    assert not autoscaling.back_at_min(spec)(status.assign(replicas=3))
+    log = pd.DataFrame({"current_replicas": [1, 2, 3], "desired_replicas": [2, 3, 2]})
+    assert autoscaling.replica_counts(log) == [1, 2, 3]

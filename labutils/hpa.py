@@ -401,6 +401,8 @@ class HpaDecision:
             row[f"{p.metric}:target"] = p.target
             row[f"{p.metric}:replicas"] = p.replicas
             row[f"{p.metric}:ready_pods"] = p.ready_pods
+            row[f"{p.metric}:missing_pods"] = p.missing_pods
+            row[f"{p.metric}:unready_pods"] = p.unready_pods
         return row
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from labutils.backend import Backend
-from labutils.errors import ValidationError
+from labutils.errors import LabError, ValidationError
 from labutils.manifests import load_objects
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "check_clean",
     "eks_reset_scope",
     "plot_reset",
+    "prepare",
     "snapshot",
     "verify_clean",
 ]
@@ -70,6 +71,20 @@ class LabFootprint:
             {"item": "object", "name": f"{ns}/{kind}/{name}"} for ns, kind, name in self.objects
         ]
         return pd.DataFrame(rows, columns=["item", "name"])
+
+
+def prepare(backend: Backend, rendered: str | Path, *, start: bool = True) -> pd.DataFrame:
+    """Make sure there is something to clean up: apply the lab (``start``) and return status.
+
+    With ``start=False`` (e.g. an instructor resetting a cluster the participants used) it only
+    reads the status; an empty table then means there is nothing running.
+    """
+    if start:
+        backend.apply(Path(rendered))
+    try:
+        return backend.status()
+    except LabError:  # nothing running (the twin says so with an error)
+        return pd.DataFrame(columns=["zone", "lws", "replicas", "ready_replicas"])
 
 
 def snapshot(backend: Backend) -> LabFootprint:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,12 @@ from typing import Any
 import aiohttp
 import pandas as pd
 from matplotlib.figure import Figure
-from tqdm.auto import tqdm
+
+with warnings.catch_warnings():
+    # Without ipywidgets tqdm.auto warns once and falls back to text bars, which render fine in
+    # notebooks and logs; importing it here first keeps that warning out of every notebook.
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
 
 from labutils import catalog
 from labutils._aio import run_sync
@@ -46,12 +52,14 @@ __all__ = [
     "lab_summary",
     "lws_templates",
     "parallel_layout",
+    "plot_plan",
     "plot_rollout",
     "register",
     "render_lab",
     "serve_command",
     "service_selection",
     "watch_apply",
+    "zone_placement",
 ]
 
 _GPU = "nvidia.com/gpu"
@@ -223,6 +231,57 @@ def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
         out[prefix] = " ".join(map(str, value))
     else:
         out[prefix] = str(value)
+
+
+def plot_plan(plan: pd.DataFrame) -> Figure:
+    """Bars per zone: GPUs the LWS asks for at start and the NodePool's GPU limit (the most
+    the zone may scale to), from :func:`deployment_plan`."""
+    import matplotlib.pyplot as plt
+
+    zonal = plan[plan["zone"] != "(all)"]
+    zones = sorted(zonal["zone"].unique())
+    start = [int(zonal[(zonal["zone"] == z) & (zonal["kind"] == "LeaderWorkerSet")]["gpus"].sum())
+             for z in zones]  # fmt: skip
+    limit = [int(zonal[(zonal["zone"] == z) & (zonal["kind"] == "NodePool")]["gpus"].sum())
+             for z in zones]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    x = list(range(len(zones)))
+    b1 = ax.bar([i - 0.2 for i in x], start, 0.4, label="LWS at start (groups x pods x GPUs)")
+    b2 = ax.bar([i + 0.2 for i in x], limit, 0.4, label="NodePool limit (max groups)")
+    ax.bar_label(b1, fontsize=8)
+    ax.bar_label(b2, fontsize=8)
+    ax.set_xticks(x, zones)
+    ax.set_ylabel("GPUs (nvidia.com/gpu)")
+    ax.set_ylim(0, max([*start, *limit, 1]) * 1.35)  # room for the legend above the bars
+    ax.set_title("GPUs per availability zone, read from the rendered manifests", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)  # returned, not left open: Jupyter shows it once, as the cell's result
+    return fig
+
+
+def zone_placement(rendered: str | Path) -> pd.DataFrame:
+    """Per LWS: how its pods are pinned to their zone and hardware (from the leader template)."""
+    rows = []
+    for lws in _lws_objects(rendered):
+        spec = _template(lws, "leader")["spec"]
+        terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                 .get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+                 ).get("nodeSelectorTerms") or []  # fmt: skip
+        exprs = [e for t in terms for e in t.get("matchExpressions", [])]
+        zones = [v for e in exprs if e.get("key") == "topology.kubernetes.io/zone"
+                 for v in e.get("values", [])]  # fmt: skip
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in spec.get("volumes", [])
+                  if "persistentVolumeClaim" in v]  # fmt: skip
+        rows.append({
+            "lws": lws.name, "zone_label": _zone(lws),
+            "required_node_zone": ", ".join(zones),
+            "instance_type": _instance_type(_template(lws, "leader")),
+            "gpu_toleration": any(t.get("key") == _GPU for t in spec.get("tolerations", [])),
+            "model_cache_pvc": ", ".join(claims),
+            "replicas": int(lws.data["spec"].get("replicas", 1)),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def lws_templates(
@@ -432,7 +491,11 @@ def plot_rollout(rollout: Rollout) -> Figure:
     import matplotlib.pyplot as plt
 
     frame = rollout.to_frame()
-    fig, ax = plt.subplots(figsize=(7.5, 0.45 * max(len(frame), 3) + 1.4))
+    from matplotlib.artist import Artist
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig, ax = plt.subplots(figsize=(8.5, 0.45 * max(len(frame), 3) + 1.4))
     colors = {z: f"C{i}" for i, z in enumerate(sorted(frame["zone"].unique()))}
     y = list(range(len(frame)))[::-1]
     for yi, row in zip(y, frame.to_dict("records"), strict=True):
@@ -443,9 +506,11 @@ def plot_rollout(rollout: Rollout) -> Figure:
                     textcoords="offset points", va="center", fontsize=8)  # fmt: skip
     ax.set_yticks(y, frame["group"].tolist())
     ax.set_xlabel("seconds since apply (bar: group created -> all its pods ready)")
-    for zone, color in colors.items():
-        ax.barh([], [], color=color, label=zone)
-    ax.legend(title="zone", fontsize=8, loc="lower right")
+    ax.axvline(rollout.apply_s, color="grey", linestyle="--", linewidth=1)
+    handles: list[Artist] = [Patch(color=c, label=z) for z, c in colors.items()]
+    handles.append(Line2D([], [], color="grey", linestyle="--",
+                          label=f"apply returned ({rollout.apply_s:.1f} s)"))  # fmt: skip
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     what = ("SIMULATED engines: model load is the twin's model_load_s" if rollout.target == "local"
             else "real engines: image pull + weight load + /health")  # fmt: skip
     ax.set_title(f"Time to ready per LWS group, all Available after {rollout.total_s:.1f} s\n"

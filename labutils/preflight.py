@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,9 @@ def _state_dir_rows(state_dir: Path) -> list[dict[str, Any]]:
 def _twin_row(state_dir: Path) -> dict[str, Any]:
     # A running twin is not a failure (the notebooks reuse it); state of a crashed one is:
     # its recorded processes may still hold ports and CPU until `labctl reset --yes`.
-    from labutils.twin import TwinBackend
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto's one-time "no ipywidgets" notice
+        from labutils.twin import TwinBackend
 
     twin = TwinBackend(state_dir)
     leftovers = twin.leftovers()

@@ -511,7 +511,7 @@ def plot_rollout(rollout: Rollout) -> Figure:
     handles.append(Line2D([], [], color="grey", linestyle="--",
                           label=f"apply returned ({rollout.apply_s:.1f} s)"))  # fmt: skip
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    what = ("SIMULATED engines: model load is the twin's model_load_s" if rollout.target == "local"
+    what = ("SIMULATED engines: model load + process start" if rollout.target == "local"
             else "real engines: image pull + weight load + /health")  # fmt: skip
     ax.set_title(f"Time to ready per LWS group, all Available after {rollout.total_s:.1f} s\n"
                  f"({what})", fontsize=9)  # fmt: skip

@@ -77,3 +77,20 @@ def test_check_preflight_needs_rows() -> None:
         preflight.check_preflight(pd.DataFrame())
     ok = pd.DataFrame([{"check": "x", "ok": True, "detail": "", "fix": ""}])
     assert preflight.check_preflight(ok) is ok
+
+
+def test_cli_preflight_and_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labutils.cli import main
+
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path / "state"))
+    code = main(["preflight", "--target", "local"])
+    out = capsys.readouterr().out
+    assert "manifests render and validate" in out and "state dir writable" in out
+    assert code == (0 if shutil.which("haproxy") else 1)
+    assert main(["plan", "--out", str(tmp_path / "rendered")]) == 0
+    out = capsys.readouterr().out
+    assert "LeaderWorkerSet" in out and "vllm-us-west-2c-api" in out
+    assert main(["plan", "--rendered", str(tmp_path / "missing")]) == 1
+    assert "not a folder of rendered manifests" in capsys.readouterr().err

@@ -49,6 +49,7 @@ __all__ = [
     "check_parallel_layout",
     "deployment_plan",
     "first_requests",
+    "groups_per_zone",
     "lab_summary",
     "lws_templates",
     "parallel_layout",
@@ -519,6 +520,20 @@ def plot_rollout(rollout: Rollout) -> Figure:
     fig.tight_layout()
     plt.close(fig)  # returned, not left open: Jupyter shows it once, as the cell's result
     return fig
+
+
+def groups_per_zone(pods: pd.DataFrame) -> pd.DataFrame:
+    """Per zone, from ``backend.groups()``: groups, groups with every pod ready, pods."""
+    if pods.empty:
+        return pd.DataFrame(columns=["zone", "groups", "groups_ready", "pods"])
+    per_group = pods.groupby(["zone", "group"])["ready"].agg(lambda r: bool(r.astype(bool).all()))
+    frame = (
+        per_group.reset_index()
+        .groupby("zone")
+        .agg(groups=("group", "nunique"), groups_ready=("ready", "sum"))
+    )
+    frame["pods"] = pods.groupby("zone").size()
+    return frame.reset_index()
 
 
 # --- first requests through the gateway ------------------------------------------------------

@@ -112,6 +112,11 @@ def _rollout(zones: tuple[str, ...], groups: int, ready: bool = True) -> deploy.
 
 
 def test_group_count_check(rendered: Path) -> None:
+    pods = _pods(ZONES, 3, 2)
+    pods.loc[pods["pod"] == "vllm-us-west-2b-1-1", "ready"] = False
+    per_zone = deploy.groups_per_zone(pods).set_index("zone")
+    assert per_zone.loc["us-west-2a"].tolist() == [3, 3, 6]
+    assert per_zone.loc["us-west-2b"].tolist() == [3, 2, 6]  # one worker not ready
     table = deploy.check_group_count(_rollout(ZONES, 3), rendered, _pods(ZONES, 3, 2))
     assert table["groups_ready_at_apply"].tolist() == [3, 3]
     with pytest.raises(ValidationError, match="2 groups ready at apply, rendered replicas 3"):

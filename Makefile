@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# checkov pins dependencies that clash with the lab's, so it gets a virtualenv of its own.
+TOOLS ?= .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed-stamp
 PYTEST_ARGS ?=
 
 .PHONY: setup system-deps run lab test lint typecheck unit test-slow test-contract bench clean help
@@ -25,7 +28,12 @@ $(STAMP): pyproject.toml | system-deps
 	@$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
-setup: system-deps $(STAMP)
+$(TOOLS_STAMP): | system-deps
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/python -m pip install -q "checkov>=3.2,<4"
+	@touch $(TOOLS_STAMP)
+
+setup: system-deps $(STAMP) $(TOOLS_STAMP)
 
 run: setup
 	$(BIN)/labctl lab run --out reports

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "labutils.loadtest.cli",
     "labutils.cluster.cli",
     "labutils.lab",
+    "labutils.security",
     "labutils.realengine.cli",
 )
 

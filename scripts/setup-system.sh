@@ -5,6 +5,8 @@ set -euo pipefail
 
 packages=()
 command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
+# Debian's Chromium drives the JupyterLab browser test through Playwright (no browser download).
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || packages+=(chromium)
 # python3 -m venv needs ensurepip, which Debian ships in python3-venv.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
 

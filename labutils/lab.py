@@ -1,0 +1,152 @@
+"""Run the whole lab headless: execute every notebook in order and write one HTML report.
+
+``labctl lab run --out reports`` is the lab's main job (the README's first command). Each
+notebook stands alone (it prepares what it needs and cleans up), so they run one after another
+in a fresh kernel each; executed copies and ``report.html`` (all plots embedded) land in
+``--out``. A notebook that fails stops the run with its name and the failing cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from labutils.config import lab_target, project_root
+from labutils.errors import ConfigError, LabError
+
+__all__ = ["LabRunResult", "list_notebooks", "register", "run_lab"]
+
+
+@dataclass(frozen=True)
+class LabRunResult:
+    """What one headless run produced."""
+
+    executed: tuple[Path, ...]
+    report: Path
+    durations_s: tuple[float, ...]
+
+    def to_frame(self) -> Any:
+        """One row per executed notebook with its run time."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {"notebook": [p.name for p in self.executed], "duration_s": self.durations_s}
+        )
+
+
+def list_notebooks(folder: Path | None = None) -> list[Path]:
+    """The lab's notebooks in teaching order (file names start with a two-digit number)."""
+    nb_dir = folder or project_root() / "notebooks"
+    found = sorted(p for p in nb_dir.glob("[0-9][0-9]*.ipynb") if p.is_file())
+    if not found:
+        raise ConfigError(f"{nb_dir}: no notebooks named NN-*.ipynb found")
+    return found
+
+
+def _combined_report(executed: list[Path], report: Path) -> None:
+    from nbconvert import HTMLExporter
+
+    combined = nbformat.v4.new_notebook()
+    combined.metadata = nbformat.read(executed[0], as_version=4).metadata
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        combined.cells.append(nbformat.v4.new_markdown_cell(f"---\n# Notebook `{path.name}`"))
+        combined.cells.extend(nb.cells)
+    body, _ = HTMLExporter().from_notebook_node(combined)
+    report.write_text(body)
+
+
+def run_lab(
+    out_dir: Path | str = "reports",
+    *,
+    target: str | None = None,
+    notebooks: list[Path] | None = None,
+    parameters: dict[str, Any] | None = None,
+    timeout_s: float = 900.0,
+) -> LabRunResult:
+    """Execute the notebooks with papermill into ``out_dir`` and write ``report.html``.
+
+    Args:
+        out_dir: where executed notebooks and the report go (created if missing).
+        target: ``local`` or ``eks`` (default ``$LAB_TARGET``), passed as the ``target``
+            parameter of every notebook.
+        notebooks: a subset to run (default: all, in order).
+        parameters: extra papermill parameters for every notebook.
+        timeout_s: per-cell execution timeout.
+
+    Raises:
+        LabError: a notebook failed; the message names it and points at the executed copy.
+    """
+    import papermill
+
+    chosen = lab_target(target)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = notebooks or list_notebooks()
+    params = {"target": chosen, **(parameters or {})}
+    executed: list[Path] = []
+    durations: list[float] = []
+    for path in paths:
+        dest = out / path.name
+        start = time.monotonic()
+        try:
+            papermill.execute_notebook(
+                str(path),
+                str(dest),
+                parameters=params,
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                execution_timeout=int(timeout_s),
+            )
+        except papermill.PapermillExecutionError as exc:
+            raise LabError(
+                f"{path.name}: cell {exc.exec_count} failed with {exc.ename}: {exc.evalue} "
+                f"(executed copy: {dest})"
+            ) from None
+        durations.append(time.monotonic() - start)
+        executed.append(dest)
+        print(f"lab: {path.name} ran in {durations[-1]:.1f} s -> {dest}", flush=True)
+    report = out / "report.html"
+    _combined_report(executed, report)
+    print(f"lab: report with every notebook's output: {report}", flush=True)
+    return LabRunResult(tuple(executed), report, tuple(durations))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    nbs = [Path(p) for p in args.notebooks] if args.notebooks else None
+    run_lab(args.out, target=args.target, notebooks=nbs, timeout_s=args.cell_timeout_s)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    for path in list_notebooks():
+        title = next(
+            (
+                c.source.splitlines()[0].lstrip("# ")
+                for c in nbformat.read(path, 4).cells
+                if c.cell_type == "markdown" and c.source.strip()
+            ),
+            "",
+        )
+        print(f"{path.name:40s} {title}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``labctl lab run`` and ``labctl lab list``."""
+    lab = subparsers.add_parser("lab", help="run the lab's notebooks headless or list them")
+    sub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    run = sub.add_parser("run", help="execute every notebook in order and write reports/")
+    run.add_argument("--out", default="reports", help="output folder (default: reports)")
+    run.add_argument("--target", choices=("local", "eks"), help="default: $LAB_TARGET or local")
+    run.add_argument("--cell-timeout-s", type=float, default=900.0, dest="cell_timeout_s")
+    run.add_argument("notebooks", nargs="*", help="a subset of notebooks (default: all)")
+    run.set_defaults(handler=_cmd_run)
+    lst = sub.add_parser("list", help="list the notebooks in order")
+    lst.set_defaults(handler=_cmd_list)

@@ -25,22 +25,47 @@ from labutils._aio import run_sync
 from labutils.errors import EndpointError, MetricsError
 
 __all__ = [
+    "CORE_METRIC_FAMILIES",
     "ContractRequest",
     "MetricFamilyShape",
     "RecordedResponse",
     "Recording",
     "compare_metric_families",
     "compare_paths",
+    "compare_recordings",
     "contract_requests",
     "json_paths",
     "metric_families",
     "record",
     "record_async",
     "response_paths",
+    "stable_values",
     "stream_kinds",
 ]
 
 _PROMPT = "The time to first token measures"
+
+# Families the lab reads (monitoring, HPA, dashboards): a simulator must serve each of them,
+# with the real engine's type, labels and buckets. Names as prometheus_client's parser reports
+# them (counters without ``_total``).
+CORE_METRIC_FAMILIES = (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:cache_config_info",
+    "vllm:prompt_tokens",
+    "vllm:generation_tokens",
+    "vllm:request_success",
+    "vllm:num_preemptions",
+    "vllm:time_to_first_token_seconds",
+    "vllm:inter_token_latency_seconds",
+    "vllm:request_time_per_output_token_seconds",
+    "vllm:e2e_request_latency_seconds",
+    "vllm:request_queue_time_seconds",
+    "vllm:request_prompt_tokens",
+    "vllm:request_generation_tokens",
+    "vllm:iteration_tokens_total",
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,8 @@ class ContractRequest:
 
 def contract_requests(model: str, max_model_len: int = 1024) -> list[ContractRequest]:
     """The request suite for a server that serves ``model`` with ``max_model_len``."""
+    # ignore_eos: both engines generate exactly max_tokens, so finish reasons and token
+    # counts compare exactly (a random-weight model and the simulator stop at different times).
     usage = {"include_usage": True}
     chat_messages = [{"role": "user", "content": "What does the time to first token measure?"}]
     # "token" repeated: one token per word with the tiny model's tokenizer (and most others).
@@ -76,7 +103,13 @@ def contract_requests(model: str, max_model_len: int = 1024) -> list[ContractReq
             "completion",
             "POST",
             "/v1/completions",
-            {"model": model, "prompt": _PROMPT, "max_tokens": 8, "temperature": 0},
+            {
+                "model": model,
+                "prompt": _PROMPT,
+                "max_tokens": 8,
+                "temperature": 0,
+                "ignore_eos": True,
+            },
         ),
         ContractRequest(
             "completion_stream",
@@ -87,6 +120,7 @@ def contract_requests(model: str, max_model_len: int = 1024) -> list[ContractReq
                 "prompt": _PROMPT,
                 "max_tokens": 8,
                 "temperature": 0,
+                "ignore_eos": True,
                 "stream": True,
                 "stream_options": usage,
             },
@@ -96,14 +130,26 @@ def contract_requests(model: str, max_model_len: int = 1024) -> list[ContractReq
             "completion_stream_no_usage",
             "POST",
             "/v1/completions",
-            {"model": model, "prompt": _PROMPT, "max_tokens": 4, "stream": True},
+            {
+                "model": model,
+                "prompt": _PROMPT,
+                "max_tokens": 4,
+                "ignore_eos": True,
+                "stream": True,
+            },
             stream=True,
         ),
         ContractRequest(
             "chat",
             "POST",
             "/v1/chat/completions",
-            {"model": model, "messages": chat_messages, "max_tokens": 8, "temperature": 0},
+            {
+                "model": model,
+                "messages": chat_messages,
+                "max_tokens": 8,
+                "temperature": 0,
+                "ignore_eos": True,
+            },
         ),
         ContractRequest(
             "chat_stream",
@@ -114,6 +160,7 @@ def contract_requests(model: str, max_model_len: int = 1024) -> list[ContractReq
                 "messages": chat_messages,
                 "max_tokens": 8,
                 "temperature": 0,
+                "ignore_eos": True,
                 "stream": True,
                 "stream_options": usage,
             },
@@ -137,7 +184,7 @@ def contract_requests(model: str, max_model_len: int = 1024) -> list[ContractReq
             "clamp_prompt_plus_max_tokens_over_context",
             "POST",
             "/v1/completions",
-            {"model": model, "prompt": long_prompt, "max_tokens": 64, "temperature": 0},
+            {"model": model, "prompt": long_prompt, "max_tokens": 64, "ignore_eos": True},
         ),
         ContractRequest(
             "error_prompt_over_context",
@@ -492,4 +539,82 @@ def compare_metric_families(
             )
         if want.buckets != got.buckets:
             problems.append(f"{name}: buckets {list(got.buckets)}, expected {list(want.buckets)}")
+    return problems
+
+
+def stable_values(resp: RecordedResponse) -> dict[str, Any]:
+    """The values of a response that do not depend on the model's text or on time.
+
+    Status, content type, ``object``, the id prefix, error ``type``/``param``/``code``, finish
+    reasons, the streamed role, whether usage adds up and its completion tokens, and a
+    FastAPI ``detail``.
+    """
+    values: dict[str, Any] = {"status": resp.status, "content_type": resp.content_type}
+    bodies = resp.chunks if resp.chunks is not None else [resp.body]
+    objects, prefixes, finish, roles = set(), set(), set(), set()
+    for body in bodies:
+        if not isinstance(body, dict):
+            continue
+        if "object" in body:
+            objects.add(body["object"])
+        if isinstance(body.get("id"), str) and "-" in body["id"]:
+            prefixes.add(body["id"].split("-", 1)[0])
+        for choice in body.get("choices") or []:
+            if choice.get("finish_reason"):
+                finish.add(choice["finish_reason"])
+            delta = choice.get("delta") or choice.get("message") or {}
+            if isinstance(delta, dict) and delta.get("role"):
+                roles.add(delta["role"])
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            values["usage_adds_up"] = usage.get("prompt_tokens", 0) + usage.get(
+                "completion_tokens", 0
+            ) == usage.get("total_tokens")
+            values["completion_tokens"] = usage.get("completion_tokens")
+        error = body.get("error")
+        if isinstance(error, dict):
+            values.update({f"error.{k}": error.get(k) for k in ("type", "param", "code")})
+        if "detail" in body:
+            values["detail"] = body["detail"]
+    values.update(objects=sorted(objects), id_prefixes=sorted(prefixes))
+    values.update(finish_reasons=sorted(finish), roles=sorted(roles))
+    if resp.chunks is not None:
+        values.update(kinds=stream_kinds(resp.chunks), done=resp.done)
+    return values
+
+
+def compare_recordings(
+    expected: Recording,
+    actual: Recording,
+    *,
+    ignore_paths: Iterable[str] = (),
+    ignore_values: Mapping[str, Iterable[str]] | None = None,
+) -> list[str]:
+    """Every difference between two recordings of the suite, one line each.
+
+    Args:
+        expected: the reference (the real engine).
+        actual: the recording under test (the simulator).
+        ignore_paths: JSON paths whose shape may differ (see :func:`compare_paths`).
+        ignore_values: per request name, keys of :func:`stable_values` allowed to differ.
+    """
+    ignore_values = ignore_values or {}
+    problems = []
+    for name in sorted(set(expected.responses) | set(actual.responses)):
+        if name not in actual.responses or name not in expected.responses:
+            problems.append(f"{name}: recorded on one side only")
+            continue
+        want, got = expected.responses[name], actual.responses[name]
+        skip = set(ignore_values.get(name, ()))
+        want_values, got_values = stable_values(want), stable_values(got)
+        for key in sorted(set(want_values) | set(got_values)):
+            if key in skip or want_values.get(key) == got_values.get(key):
+                continue
+            problems.append(
+                f"{name}: {key} = {got_values.get(key)!r}, expected {want_values.get(key)!r}"
+            )
+        problems += [
+            f"{name}: {p}"
+            for p in compare_paths(response_paths(want), response_paths(got), ignore=ignore_paths)
+        ]
     return problems

@@ -12,10 +12,12 @@ from labutils.realengine.contract import (
     Recording,
     compare_metric_families,
     compare_paths,
+    compare_recordings,
     contract_requests,
     json_paths,
     metric_families,
     response_paths,
+    stable_values,
     stream_kinds,
 )
 
@@ -189,3 +191,41 @@ def test_compare_metric_families_reports_each_difference(real: Recording) -> Non
 def test_invalid_scrape_raises_metrics_error() -> None:
     with pytest.raises(MetricsError, match="not Prometheus"):
         metric_families('vllm:num_requests_waiting{engine="0} 1\n')
+
+
+def test_stable_values_of_real_answers(real: Recording) -> None:
+    chat = stable_values(real.responses["chat_stream"])
+    assert chat["objects"] == ["chat.completion.chunk"]
+    assert chat["id_prefixes"] == ["chatcmpl"]
+    assert chat["finish_reasons"] == ["length"]
+    assert chat["roles"] == ["assistant"]
+    assert chat["usage_adds_up"] is True
+    assert chat["completion_tokens"] == 8
+    error = stable_values(real.responses["error_malformed_json"])
+    assert (error["error.type"], error["error.param"], error["error.code"]) == (
+        "Bad Request",
+        "body.1",
+        400,
+    )
+
+
+def test_compare_recordings_flags_status_value_and_shape_changes(real: Recording) -> None:
+    assert compare_recordings(real, copy.deepcopy(real)) == []
+    other = copy.deepcopy(real)
+    other.responses["error_unknown_model"].status = 400
+    other.responses["error_unknown_model"].body["error"]["type"] = "BadRequestError"
+    other.responses["chat"].body["choices"][0]["finish_reason"] = "stop"
+    del other.responses["completion"].body["usage"]
+    other.responses["chat_stream"].chunks = (other.responses["chat_stream"].chunks or [])[1:]
+    problems = compare_recordings(real, other)
+    assert "error_unknown_model: status = 400, expected 404" in problems
+    assert "error_unknown_model: error.type = 'BadRequestError', expected 'NotFoundError'" in (
+        problems
+    )
+    assert "chat: finish_reasons = ['stop'], expected ['length']" in problems
+    assert "completion: missing $.usage (object)" in problems
+    assert any(p.startswith("chat_stream: kinds = ['content'") for p in problems)
+    allowed = compare_recordings(
+        real, other, ignore_values={"chat": ["finish_reasons"]}, ignore_paths=["$.usage"]
+    )
+    assert not any(p.startswith("chat: finish") or "$.usage" in p for p in allowed)

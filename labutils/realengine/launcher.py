@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+# Standalone modules the engine imports (vLLM's --middleware); never the lab's own packages.
+_PLUGIN_DIR = Path(__file__).resolve().parent / "vllm_plugins"
+_HEADERS_MIDDLEWARE = "lab_headers.add_lab_headers"
 KV_CACHE_MEMORY_BYTES = 64 * 1024 * 1024  # plenty for a 2-layer, hidden-128 model
 _HOST = "127.0.0.1"  # the lab never serves real engines beyond loopback
 
@@ -84,7 +87,11 @@ def free_port() -> int:
 
 
 def engine_environment(
-    base: Mapping[str, str] | None = None, *, cpu_threads: int | None = 1
+    base: Mapping[str, str] | None = None,
+    *,
+    cpu_threads: int | None = 1,
+    zone: str | None = None,
+    group: str | None = None,
 ) -> dict[str, str]:
     """Environment of an engine process: lean, offline, and never the lab's ``PYTHONPATH``.
 
@@ -92,6 +99,8 @@ def engine_environment(
         base: environment to start from (default ``os.environ``).
         cpu_threads: OpenMP threads per engine (``None`` lets vLLM decide); one thread keeps
             several replicas from fighting over a small machine's cores.
+        zone: sent back as ``x-lab-zone`` by the engine's lab-headers middleware.
+        group: sent back as ``x-lab-group``.
     """
     env = dict(os.environ if base is None else base)
     for name in ("PYTHONPATH", "VLLM_CPU_KVCACHE_SPACE"):
@@ -112,6 +121,11 @@ def engine_environment(
             "TOKENIZERS_PARALLELISM": "false",
         }
     )
+    env["PYTHONPATH"] = str(_PLUGIN_DIR)
+    for name, value in (("LAB_ZONE", zone), ("LAB_GROUP", group)):
+        env.pop(name, None)
+        if value:
+            env[name] = value
     if cpu_threads is not None:
         env["OMP_NUM_THREADS"] = str(cpu_threads)
         # Binding OpenMP threads to fixed cores would pile every replica onto the same ones.
@@ -151,10 +165,21 @@ def engine_command(
         "--kv-cache-memory-bytes",
         str(kv_cache_memory_bytes),
         "--enforce-eager",
+        "--middleware",
+        _HEADERS_MIDDLEWARE,
     ]
     if max_num_batched_tokens is not None:
         argv += ["--max-num-batched-tokens", str(max_num_batched_tokens)]
     return argv + list(extra_args)
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux to SIGTERM it when its parent dies,
+    # so a killed wrapper (e.g. the twin's SIGKILL after a stop timeout) leaks no engine.
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _diagnose(log_tail: str) -> str:
@@ -177,7 +202,9 @@ class RealEngine:
     """One real vLLM API server process (CPU build) on 127.0.0.1.
 
     Use :func:`start_engine`, or construct and call :meth:`start` then :meth:`wait_ready`.
-    A context manager: leaving the ``with`` block stops the process.
+    A context manager: leaving the ``with`` block stops the process. With
+    ``die_with_parent`` the server is also terminated when the process (thread) that started
+    it dies; only set it when starting from a long-lived main thread.
     """
 
     argv: list[str]
@@ -186,6 +213,7 @@ class RealEngine:
     served_model_name: str
     log_path: Path
     name: str = "vllm"
+    die_with_parent: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started_at_s: float | None = None
     ready_after_s: float | None = None
@@ -213,6 +241,7 @@ class RealEngine:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         self.started_at_s = time.monotonic()
         return self
@@ -344,9 +373,12 @@ def start_engine(
     serve_args: VllmServeArgs | None = None,
     max_num_seqs: int = 32,
     cpu_threads: int | None = 1,
+    zone: str | None = None,
+    group: str | None = None,
     extra_args: Sequence[str] = (),
     wait: bool = True,
     timeout_s: float = 240.0,
+    die_with_parent: bool = False,
 ) -> RealEngine:
     """Start one real vLLM server for ``model`` on 127.0.0.1 and (by default) wait for it.
 
@@ -362,9 +394,11 @@ def start_engine(
             parallelism do not: the real engine serves the tiny model on one CPU process.
         max_num_seqs: running-batch limit when ``serve_args`` does not set one.
         cpu_threads: OpenMP threads (see :func:`engine_environment`).
+        zone, group: named in the ``x-lab-zone`` / ``x-lab-group`` response headers.
         extra_args: more ``vllm serve`` flags, passed through.
         wait: wait for ``/health`` before returning.
         timeout_s: limit for that wait.
+        die_with_parent: terminate the server when the calling thread's process dies.
 
     Raises:
         ConfigError: no usable vLLM venv.
@@ -398,11 +432,12 @@ def start_engine(
             max_num_batched_tokens=max_num_batched_tokens,
             extra_args=extra_args,
         ),
-        env=engine_environment(cpu_threads=cpu_threads),
+        env=engine_environment(cpu_threads=cpu_threads, zone=zone, group=group),
         port=port,
         served_model_name=served_model_name,
         log_path=log_root / f"lab-{name}.log",
         name=name,
+        die_with_parent=die_with_parent,
     )
     engine.start()
     if wait:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from labutils.realengine.launcher import (
     API_SERVER_MODULE,
     KV_CACHE_MEMORY_BYTES,
@@ -47,7 +49,7 @@ def test_command_passes_batch_limits_and_extra_flags() -> None:
 def test_environment_is_lean_offline_and_isolated() -> None:
     base = {"PATH": "/bin", "PYTHONPATH": "/lab", "VLLM_CPU_KVCACHE_SPACE": "40", "HOME": "/h"}
     env = engine_environment(base)
-    assert "PYTHONPATH" not in env
+    assert env["PYTHONPATH"].endswith("vllm_plugins")  # only the lab-headers middleware
     assert "VLLM_CPU_KVCACHE_SPACE" not in env
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
     assert env["VLLM_TARGET_DEVICE"] == "cpu"
@@ -62,3 +64,15 @@ def test_environment_can_leave_threads_to_vllm() -> None:
     env = engine_environment({}, cpu_threads=None)
     assert "OMP_NUM_THREADS" not in env
     assert "VLLM_CPU_OMP_THREADS_BIND" not in env
+
+
+def test_zone_and_group_reach_the_engine_for_its_headers_middleware() -> None:
+    argv = engine_command("py", "/m", port=1, served_model_name="x")
+    assert _flag(argv, "--middleware") == "lab_headers.add_lab_headers"
+    env = engine_environment({"LAB_ZONE": "stale"}, zone="us-west-2a", group="vllm-us-west-2a-0")
+    assert (env["LAB_ZONE"], env["LAB_GROUP"]) == ("us-west-2a", "vllm-us-west-2a-0")
+    assert "LAB_ZONE" not in engine_environment({"LAB_ZONE": "stale"})
+    plugin = Path(env["PYTHONPATH"]) / "lab_headers.py"
+    assert plugin.is_file()
+    # The middleware runs inside the vLLM venv: it must not import the lab's packages.
+    assert "labutils" not in plugin.read_text().split('"""', 2)[2]

@@ -68,11 +68,11 @@ def jupyter_lab(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make setup)")
+@pytest.mark.skipif(_first_notebook() is None, reason="notebooks/00-*.ipynb does not exist yet")
 def test_notebook_00_runs_in_jupyterlab(jupyter_lab) -> None:  # type: ignore[no-untyped-def]
     playwright = pytest.importorskip("playwright.sync_api")
     notebook = _first_notebook()
-    if notebook is None:
-        pytest.skip("notebooks/00-*.ipynb does not exist yet")
+    assert notebook is not None
     base, token = jupyter_lab
     shot = REPO / "reports" / "jupyterlab-notebook-00.png"
     shot.parent.mkdir(exist_ok=True)

@@ -86,6 +86,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _reserve_port(port: int | None) -> socket.socket:
+    """Hold ``port`` (or a free one) bound but not listening until the engine binds it.
+
+    vLLM binds its port with SO_REUSEADDR ~10 s after its start (after its imports); a bound,
+    non-listening SO_REUSEADDR socket lets that bind succeed while the kernel hands the port to
+    no one else (``bind(("127.0.0.1", 0))`` skips it, a plain bind is refused). Without it, a
+    busy machine's other servers took the port in between (seen here: Errno 98).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((_HOST, port or 0))
+    except OSError as exc:
+        sock.close()
+        raise EndpointError(
+            f"{_HOST}:{port}: cannot bind for a vLLM engine ({exc.strerror}); choose another "
+            "port or port=None"
+        ) from None
+    return sock
+
+
 def engine_environment(
     base: Mapping[str, str] | None = None,
     *,
@@ -214,6 +235,7 @@ class RealEngine:
     log_path: Path
     name: str = "vllm"
     die_with_parent: bool = False
+    port_reservation: socket.socket | None = field(default=None, repr=False)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     started_at_s: float | None = None
     ready_after_s: float | None = None
@@ -336,6 +358,9 @@ class RealEngine:
         Returns:
             The exit code, or ``None`` if it was never started.
         """
+        if self.port_reservation is not None:
+            self.port_reservation.close()
+            self.port_reservation = None
         proc = self.process
         if proc is None:
             return None
@@ -418,7 +443,8 @@ def start_engine(
     if max_num_batched_tokens is not None:
         # vLLM refuses a token budget below the context length unless chunked prefill is on.
         max_num_batched_tokens = max(max_num_batched_tokens, max_model_len)
-    port = port or free_port()
+    reservation = _reserve_port(port)
+    port = int(reservation.getsockname()[1])
     name = name or f"vllm-{port}"
     log_root = Path(log_dir) if log_dir else Path(os.environ.get("TMPDIR", "/tmp"))
     engine = RealEngine(
@@ -438,6 +464,7 @@ def start_engine(
         log_path=log_root / f"lab-{name}.log",
         name=name,
         die_with_parent=die_with_parent,
+        port_reservation=reservation,
     )
     engine.start()
     if wait:

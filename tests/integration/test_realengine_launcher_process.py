@@ -6,6 +6,7 @@ start: exit with vLLM's error text, never answer, or answer /health.
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from labutils.errors import EndpointError, WaitTimeout
-from labutils.realengine.launcher import RealEngine, free_port
+from labutils.realengine.launcher import RealEngine, _reserve_port, free_port
 
 _HEALTH_SERVER = """
 import http.server, subprocess, sys
@@ -86,3 +87,22 @@ def test_ready_server_then_stop_ends_the_whole_process_group(tmp_path: Path) -> 
         assert time.monotonic() < deadline, "child of the engine survived stop()"
         time.sleep(0.1)
     assert engine.rss_bytes() == 0
+
+
+def test_port_reservation_admits_the_engine_and_no_one_else(tmp_path: Path) -> None:
+    reservation = _reserve_port(None)
+    port = reservation.getsockname()[1]
+    try:
+        intruder = socket.socket()
+        with pytest.raises(OSError):
+            intruder.bind(("127.0.0.1", port))  # a plain bind is refused while reserved
+        intruder.close()
+        engine = _engine(tmp_path, _HEALTH_SERVER)  # HTTPServer binds with SO_REUSEADDR, as vLLM
+        engine.port = port
+        engine.argv[3] = str(port)  # [python, -c, code, PORT]
+        engine.port_reservation = reservation
+        with engine:
+            assert engine.wait_ready(timeout_s=60) > 0
+        assert engine.port_reservation is None  # released by stop()
+    finally:
+        reservation.close()

@@ -1,0 +1,119 @@
+"""Peer cross-check of ``labctl loadtest``: ``vllm bench serve`` vs our sender, same real server.
+
+Starts one real vLLM (CPU build, tiny model), then runs both load testers against it at the
+same Poisson rate with the same request count and exact prompt/output lengths, in the order
+A B B A (so a machine that gets busier or quieter during the run biases neither tool), and
+prints each tool's request throughput and TTFT/TPOT medians with the ratio ours / vLLM's.
+Target (issue 9): every ratio within 10 % of 1.
+
+    python benchmarks/realengine_loadtest_crosscheck.py [--rate 8] [--requests 160]
+
+Needs the vLLM venv (``make real-engine``) and ``labutils.loadtest``. Exits 0 when every ratio
+is within the tolerance, 1 otherwise, 2 when something is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+# Use this checkout's labutils even when another copy is installed.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from labutils.errors import LabError
+from labutils.realengine import build_tiny_model, check_environment, start_engine
+from labutils.realengine.bench import run_vllm_bench
+
+_METRICS = ("request_throughput", "median_ttft_ms", "median_tpot_ms")
+
+
+def _ours(url: str, model: str, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    from labutils.loadtest import open_loop, run_load, summarize
+
+    schedule = open_loop(
+        args.rate,
+        requests=args.requests,
+        input_tokens=args.input_tokens,
+        output_tokens=args.output_tokens,
+        seed=seed,
+    )
+    result = run_load(schedule, url, model, progress=False)
+    data: dict[str, Any] = summarize(result).to_json()
+    return {name: float(data[name]) for name in _METRICS}
+
+
+def _theirs(url: str, model: str, tokenizer: Path, args: argparse.Namespace, seed: int,
+            env: Any) -> dict[str, float]:  # fmt: skip
+    result = run_vllm_bench(
+        url,
+        model,
+        tokenizer,
+        request_rate=args.rate,
+        num_prompts=args.requests,
+        input_tokens=args.input_tokens,
+        output_tokens=args.output_tokens,
+        seed=seed,
+        env=env,
+    )
+    return {
+        "request_throughput": result.request_throughput,
+        "median_ttft_ms": result.median_ttft_s * 1000,
+        "median_tpot_ms": result.median_tpot_s * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=8.0, help="requests/s (Poisson)")
+    parser.add_argument("--requests", type=int, default=160, help="requests per run")
+    parser.add_argument("--input-tokens", type=int, default=32)
+    parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--tolerance", type=float, default=0.10)
+    args = parser.parse_args()
+    try:
+        import labutils.loadtest  # noqa: F401
+    except ModuleNotFoundError:
+        print("labutils.loadtest is not in this checkout; merge the loadtest work first")
+        return 2
+    try:
+        env = check_environment()
+        model = build_tiny_model(env=env)
+        engine = start_engine(model, env=env, name="crosscheck-vllm")
+    except LabError as exc:
+        print(f"cannot start the real engine: {exc}")
+        return 2
+    runs: dict[str, list[dict[str, float]]] = {"vllm bench serve": [], "labctl loadtest": []}
+    try:
+        name = engine.served_model_name
+        # Warm-up: first requests pay one-off costs (allocations, caches) on the server.
+        _ours(engine.url, name, argparse.Namespace(**{**vars(args), "requests": 16}), seed=99)
+        order = ["vllm bench serve", "labctl loadtest", "labctl loadtest", "vllm bench serve"]
+        for i, tool in enumerate(order):
+            if tool == "vllm bench serve":
+                runs[tool].append(_theirs(engine.url, name, model.path, args, seed=i, env=env))
+            else:
+                runs[tool].append(_ours(engine.url, name, args, seed=i))
+            print(f"run {i + 1}/4 {tool}: {runs[tool][-1]}", flush=True)
+    finally:
+        engine.stop()
+    print(f"\nreal vLLM {env.vllm_version} (CPU, tiny model), rate {args.rate} req/s, "
+          f"{args.requests} requests x 2 per tool, {args.input_tokens} in / "
+          f"{args.output_tokens} out tokens")  # fmt: skip
+    print(f"{'metric':<22}{'vllm bench':>12}{'loadtest':>12}{'ratio':>8}")
+    ok = True
+    for metric in _METRICS:
+        theirs = statistics.mean(r[metric] for r in runs["vllm bench serve"])
+        ours = statistics.mean(r[metric] for r in runs["labctl loadtest"])
+        ratio = ours / theirs
+        within = abs(ratio - 1) <= args.tolerance
+        ok &= within
+        print(f"{metric:<22}{theirs:>12.3f}{ours:>12.3f}{ratio:>8.3f} {'ok' if within else 'OFF'}")
+    print("PASS" if ok else f"FAIL: a ratio is more than {args.tolerance:.0%} from 1")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "weights_sha256": _sha256(weights),
         "tokenizer_sha256": _sha256(args.out_dir / "tokenizer.json"),
+        "corpus_sha256": _sha256(args.corpus),
+        "vocab_size_limit": args.vocab_size,
     }
     (args.out_dir / "lab-tiny-model.json").write_text(json.dumps(info, indent=2) + "\n")
     print(json.dumps(info))

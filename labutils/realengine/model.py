@@ -8,6 +8,7 @@ cached: the same spec and seed reuse the folder built before.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -123,6 +124,11 @@ def default_model_dir(spec: TinyModelSpec) -> Path:
     return Path(root) / name
 
 
+def _corpus_sha256() -> str:
+    # Part of the cache key: a changed training text means a different tokenizer.
+    return hashlib.sha256(CORPUS_PATH.read_bytes()).hexdigest()
+
+
 def _read_info(folder: Path, spec: TinyModelSpec) -> TinyModel | None:
     info_path = folder / _INFO_FILE
     required = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -134,12 +140,22 @@ def _read_info(folder: Path, spec: TinyModelSpec) -> TinyModel | None:
         return None
     built_from = (
         info.get("seed"),
+        info.get("vocab_size_limit"),
         info.get("hidden_size"),
         info.get("num_layers"),
         info.get("num_heads"),
         info.get("max_model_len"),
+        info.get("corpus_sha256"),
     )
-    wanted = (spec.seed, spec.hidden_size, spec.num_layers, spec.num_heads, spec.max_model_len)
+    wanted = (
+        spec.seed,
+        spec.vocab_size,
+        spec.hidden_size,
+        spec.num_layers,
+        spec.num_heads,
+        spec.max_model_len,
+        _corpus_sha256(),
+    )
     if built_from != wanted:
         return None
     return TinyModel(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -63,6 +64,8 @@ def _fake_built(folder: Path, spec: TinyModelSpec) -> None:
         (folder / name).write_text("{}")
     info = {
         "seed": spec.seed,
+        "vocab_size_limit": spec.vocab_size,
+        "corpus_sha256": hashlib.sha256(CORPUS_PATH.read_bytes()).hexdigest(),
         "hidden_size": spec.hidden_size,
         "num_layers": spec.num_layers,
         "num_heads": spec.num_heads,
@@ -88,6 +91,12 @@ def test_built_folder_is_reused_without_the_venv(
     # Another seed is not the cached model: it needs a build, hence the venv.
     with pytest.raises(ConfigError, match="no vLLM venv"):
         build_tiny_model(tmp_path / "m", TinyModelSpec(seed=6))
+    # Nor is a model trained on another text (the corpus digest is part of the cache key).
+    info_path = tmp_path / "m" / "lab-tiny-model.json"
+    info = json.loads(info_path.read_text())
+    info_path.write_text(json.dumps({**info, "corpus_sha256": "0" * 64}))
+    with pytest.raises(ConfigError, match="no vLLM venv"):
+        build_tiny_model(tmp_path / "m", spec)
 
 
 def test_builder_failure_reports_its_last_error_line(tmp_path: Path) -> None:

@@ -74,6 +74,9 @@ class LabConfig:
     min_replicas: int = 1
     max_replicas: int = 4
     route_weights: dict[str, int] = field(default_factory=dict)
+    cluster_name: str = "vllm-lab"
+    gateway_class_name: str = "eg"
+    model_storage_class: str = "efs-sc"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def weight(self, zone: str) -> int:
@@ -87,6 +90,16 @@ _INT_FIELDS = (
     "replicas",
     "min_replicas",
     "max_replicas",
+)
+
+_STR_FIELDS = (
+    "namespace",
+    "model",
+    "served_model_name",
+    "instance_type",
+    "cluster_name",
+    "gateway_class_name",
+    "model_storage_class",
 )
 
 
@@ -122,6 +135,11 @@ def load_config(path: str | Path | None = None) -> LabConfig:
         if name in values and (not isinstance(values[name], int) or values[name] < 0):
             raise ConfigError(
                 f"{cfg_path}: '{name}' must be a non-negative integer, got {values[name]!r}"
+            )
+    for name in _STR_FIELDS:
+        if name in values and (not isinstance(values[name], str) or not values[name]):
+            raise ConfigError(
+                f"{cfg_path}: '{name}' must be a non-empty string, got {values[name]!r}"
             )
     if "route_weights" in values and not isinstance(values["route_weights"], dict):
         raise ConfigError(f"{cfg_path}: 'route_weights' must map zone -> weight")

@@ -1,0 +1,284 @@
+"""``labctl render``: the source manifests (written for one zone) -> plain YAML per zone.
+
+The source folder holds ordinary, valid Kubernetes objects for a single *template zone* (the
+zone label of ``zone/lws.yaml``). Rendering is structural, not textual templating: the zone
+objects are deep-copied once per configured zone with every occurrence of the template zone
+replaced, then the lab config (``lab.yaml``) is applied to named fields (replicas, model,
+TP/PP, instance type, HPA bounds, route weights...). The output layout is the one in
+``docs/contracts.md``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labutils import catalog
+from labutils.config import LabConfig, load_config, manifests_dir
+from labutils.errors import ConfigError, ManifestError
+from labutils.manifests.loader import LoadedObject, load_objects
+from labutils.manifests.rules import GPU, ZONE_LABEL
+
+__all__ = ["RENDER_HEADER", "render"]
+
+RENDER_HEADER = (
+    "# Rendered by `labctl render` from manifests/{source}: edit the source, not this file.\n"
+)
+_MAX_BACKEND_REFS = 16
+_MAX_WEIGHT = 1_000_000
+_SUBDIRS = ("cluster", "zones", "gateway", "monitoring", "optional")
+
+
+def _replace_strings(value: Any, old: str, new: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, list):
+        return [_replace_strings(v, old, new) for v in value]
+    if isinstance(value, dict):
+        return {
+            _replace_strings(k, old, new): _replace_strings(v, old, new) for k, v in value.items()
+        }
+    return value
+
+
+def _set_flag(tokens: list[Any], flag: str, value: str) -> None:
+    for i, tok in enumerate(tokens):
+        if str(tok) == flag and i + 1 < len(tokens):
+            tokens[i + 1] = value
+            return
+        if str(tok).startswith(flag + "="):
+            tokens[i] = f"{flag}={value}"
+            return
+    tokens.extend([flag, value])
+
+
+def _check_config(cfg: LabConfig) -> catalog.InstanceType:
+    node = catalog.instance_type(cfg.instance_type)
+    if cfg.tensor_parallel_size < 1 or cfg.pipeline_parallel_size < 1:
+        raise ConfigError("lab.yaml: tensor_parallel_size and pipeline_parallel_size must be >= 1")
+    if cfg.tensor_parallel_size > node.gpus:
+        raise ConfigError(
+            f"lab.yaml: tensor_parallel_size={cfg.tensor_parallel_size} but {node.name} has "
+            f"{node.gpus} GPUs; TP runs inside one node, so use TP <= {node.gpus} and raise "
+            "pipeline_parallel_size instead"
+        )
+    try:
+        spec = catalog.model(cfg.model)
+    except ConfigError:
+        spec = None  # a model the catalogue does not know: the lab trusts the user
+    if spec is not None and not spec.chat:
+        raise ConfigError(
+            f"lab.yaml: model {cfg.model} has no chat template; pick an instruct model"
+        )
+    if not 1 <= len(cfg.zones) <= _MAX_BACKEND_REFS:
+        raise ConfigError(f"lab.yaml: 1..{_MAX_BACKEND_REFS} zones (HTTPRoute backendRefs limit)")
+    if len(set(cfg.zones)) != len(cfg.zones):
+        raise ConfigError(f"lab.yaml: zones repeat a zone: {list(cfg.zones)}")
+    for zone in cfg.zones:
+        if not 0 <= cfg.weight(zone) <= _MAX_WEIGHT:
+            raise ConfigError(f"lab.yaml: route_weights[{zone}] must be in 0..{_MAX_WEIGHT}")
+    if sum(cfg.weight(z) for z in cfg.zones) == 0:
+        raise ConfigError("lab.yaml: route_weights are all 0; at least one zone needs traffic")
+    if not cfg.min_replicas <= cfg.replicas <= cfg.max_replicas or cfg.max_replicas < 1:
+        raise ConfigError(
+            "lab.yaml: need min_replicas <= replicas <= max_replicas and max_replicas >= 1, got "
+            f"{cfg.min_replicas} / {cfg.replicas} / {cfg.max_replicas}"
+        )
+    return node
+
+
+def _size_pod(container: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType) -> None:
+    # One pod per node: leave ~15 % of the node to kubelet, system daemons and /dev/shm.
+    resources = container.setdefault("resources", {})
+    requests = resources.setdefault("requests", {})
+    limits = resources.setdefault("limits", {})
+    requests["cpu"] = str(math.floor(node.vcpus * 0.8))
+    limits["cpu"] = str(math.floor(node.vcpus * 0.9))
+    requests["memory"] = f"{math.floor(node.memory_gib * 0.8)}Gi"
+    limits["memory"] = f"{math.floor(node.memory_gib * 0.9)}Gi"
+    requests[GPU] = limits[GPU] = str(cfg.tensor_parallel_size)
+
+
+def _apply_lws(data: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType) -> None:
+    spec = data["spec"]
+    spec["replicas"] = cfg.replicas
+    lwt = spec["leaderWorkerTemplate"]
+    lwt["size"] = cfg.pipeline_parallel_size
+    for key in ("leaderTemplate", "workerTemplate"):
+        pod = (lwt.get(key) or {}).get("spec")
+        if not pod:
+            continue
+        pod.setdefault("nodeSelector", {})["node.kubernetes.io/instance-type"] = cfg.instance_type
+        container = pod["containers"][0]
+        args = container.setdefault("args", [])
+        if args and not str(args[0]).startswith("-"):
+            args[0] = cfg.model
+        else:
+            args.insert(0, cfg.model)
+        _set_flag(args, "--served-model-name", cfg.served_model_name)
+        _set_flag(args, "--tensor-parallel-size", str(cfg.tensor_parallel_size))
+        _set_flag(args, "--pipeline-parallel-size", str(cfg.pipeline_parallel_size))
+        _size_pod(container, cfg, node)
+
+
+def _apply_zone_object(obj: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType) -> None:
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    gpus_per_group = cfg.tensor_parallel_size * cfg.pipeline_parallel_size
+    if kind == "LeaderWorkerSet":
+        _apply_lws(obj, cfg, node)
+    elif kind == "HorizontalPodAutoscaler":
+        spec["minReplicas"], spec["maxReplicas"] = cfg.min_replicas, cfg.max_replicas
+    elif kind == "ScaledObject":
+        spec["minReplicaCount"], spec["maxReplicaCount"] = cfg.min_replicas, cfg.max_replicas
+    elif kind == "PersistentVolumeClaim":
+        spec["storageClassName"] = cfg.model_storage_class
+    elif kind == "NodePool":
+        for req in spec["template"]["spec"].get("requirements", []):
+            if req.get("key") == "node.kubernetes.io/instance-type":
+                req["values"] = [cfg.instance_type]
+        spec.setdefault("limits", {})[GPU] = str(cfg.max_replicas * gpus_per_group)
+    elif kind == "EC2NodeClass":
+        spec["role"] = f"KarpenterNodeRole-{cfg.cluster_name}"
+        for key in ("subnetSelectorTerms", "securityGroupSelectorTerms"):
+            for term in spec.get(key, []):
+                if "karpenter.sh/discovery" in term.get("tags", {}):
+                    term["tags"]["karpenter.sh/discovery"] = cfg.cluster_name
+
+
+def _template_zone(objects: list[LoadedObject]) -> str:
+    zones = {o.labels.get(ZONE_LABEL) for o in objects if o.kind == "LeaderWorkerSet"}
+    zones.discard(None)
+    if len(zones) != 1:
+        where = objects[0].file if objects else "zone/"
+        raise ManifestError(
+            f"{where}: the source zone/ folder needs exactly one LeaderWorkerSet labelled "
+            f"{ZONE_LABEL} (the template zone), found {sorted(z for z in zones if z)}"
+        )
+    return str(next(iter(zones)))
+
+
+def _set_namespace(obj: dict[str, Any], source_ns: str | None, cfg: LabConfig) -> None:
+    meta = obj.setdefault("metadata", {})
+    if obj.get("kind") == "Namespace" and meta.get("name") == source_ns:
+        meta["name"] = cfg.namespace
+    elif source_ns and meta.get("namespace") == source_ns:
+        meta["namespace"] = cfg.namespace
+
+
+def _expand_routes(obj: dict[str, Any], template_zone: str, cfg: LabConfig) -> None:
+    for rule in (obj.get("spec") or {}).get("rules", []):
+        refs = rule.get("backendRefs") or []
+        template = [r for r in refs if template_zone in str(r.get("name", ""))]
+        if not template:
+            continue
+        others = [r for r in refs if r not in template]
+        expanded = []
+        for zone in cfg.zones:
+            ref = _replace_strings(copy.deepcopy(template[0]), template_zone, zone)
+            ref["weight"] = cfg.weight(zone)
+            expanded.append(ref)
+        rule["backendRefs"] = expanded + others
+
+
+def _dump(path: Path, docs: list[dict[str, Any]], source: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "---\n".join(yaml.safe_dump(d, sort_keys=False, width=100) for d in docs)
+    path.write_text(RENDER_HEADER.format(source=source) + body)
+    return path
+
+
+def _clean(out: Path) -> None:
+    # Remove only files this command wrote before (they start with the header), so a stale
+    # zone does not linger and nothing else in the folder is touched.
+    marker = RENDER_HEADER.split("{")[0]
+    for sub in _SUBDIRS:
+        for file in (out / sub).rglob("*.yaml") if (out / sub).is_dir() else ():
+            if file.read_text().startswith(marker):
+                file.unlink()
+
+
+def render(
+    config: LabConfig | None = None,
+    out_dir: str | Path = "rendered",
+    source: str | Path | None = None,
+) -> list[Path]:
+    """Render the source manifests for every zone of ``config`` into ``out_dir``.
+
+    Args:
+        config: the lab config (default: ``manifests/lab.yaml``).
+        out_dir: output folder; files a previous render wrote there are replaced.
+        source: the source manifests folder (default: ``manifests/`` or ``$LAB_MANIFESTS``).
+
+    Returns:
+        The files written, in the layout of ``docs/contracts.md``.
+
+    Raises:
+        ConfigError: the config is inconsistent (TP larger than a node, bad weights...).
+        ManifestError: a source file is missing or not valid YAML.
+    """
+    src = Path(source) if source else manifests_dir()
+    cfg = config or load_config(src / "lab.yaml")
+    node = _check_config(cfg)
+    out = Path(out_dir)
+    by_file: dict[Path, list[LoadedObject]] = {}
+    for obj in load_objects(src):
+        by_file.setdefault(obj.file, []).append(obj)
+    zone_objects = [o for f, objs in by_file.items() if f.parent.name == "zone" for o in objs]
+    if not zone_objects:
+        raise ManifestError(f"{src}/zone: no zone objects found; is {src} the manifests folder?")
+    template_zone = _template_zone(zone_objects)
+    ns_objects = [
+        o for o in by_file.get(src / "cluster" / "namespace.yaml", []) if o.kind == "Namespace"
+    ]
+    source_ns = ns_objects[0].name if ns_objects else cfg.namespace
+    _clean(out)
+    written: list[Path] = []
+    for file, objs in sorted(by_file.items()):
+        rel = file.relative_to(src)
+        per_zone = rel.parts[0] in ("zone", "optional")
+        for zone in cfg.zones if per_zone else (None,):
+            docs = []
+            for obj in objs:
+                data = copy.deepcopy(obj.data)
+                if zone is not None:
+                    data = _replace_strings(data, template_zone, zone)
+                    _apply_zone_object(data, cfg, node)
+                elif data.get("kind") == "HTTPRoute":
+                    _expand_routes(data, template_zone, cfg)
+                _apply_cluster_object(data, cfg)
+                if source_ns:
+                    data = _replace_ns_strings(data, source_ns, cfg.namespace)
+                _set_namespace(data, source_ns, cfg)
+                docs.append(data)
+            if rel.parts[0] == "zone":
+                target = out / "zones" / str(zone) / rel.name
+            elif zone is not None:
+                target = out / rel.parent / f"{rel.stem}-{zone}{rel.suffix}"
+            else:
+                target = out / rel
+            written.append(_dump(target, docs, str(rel)))
+    return written
+
+
+def _replace_ns_strings(data: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    # Only PromQL label matchers mention the namespace inside strings (KEDA queries).
+    if old == new:
+        return data
+    result: dict[str, Any] = _replace_strings(data, f'namespace="{old}"', f'namespace="{new}"')
+    return result
+
+
+def _apply_cluster_object(obj: dict[str, Any], cfg: LabConfig) -> None:
+    kind = obj.get("kind")
+    spec = obj.get("spec") or {}
+    if kind == "ResourceQuota":
+        gpus = len(cfg.zones) * cfg.max_replicas * cfg.tensor_parallel_size
+        gpus *= cfg.pipeline_parallel_size
+        spec.setdefault("hard", {})[f"requests.{GPU}"] = str(gpus)
+    elif kind == "Gateway":
+        spec["gatewayClassName"] = cfg.gateway_class_name

@@ -1,0 +1,584 @@
+"""Turn ``/metrics`` scrapes of group leaders into time series, load balance and advice.
+
+Scrapes are :class:`labutils.backend.MetricsScrape` (text + zone/group/time), from
+``backend.scrape_metrics()`` or :func:`scrape_urls`. Parsing uses ``prometheus_client``'s text
+parser. Per group and scrape the series frame holds gauges (running, waiting, KV-cache usage),
+counter rates between consecutive scrapes (tokens/s, requests/s) and latency quantiles computed
+from histogram bucket *deltas* (the observations made between two scrapes), like PromQL's
+``histogram_quantile(q, rate(..._bucket[w]))``.
+
+Metric names are matched exactly (``shared/reference/vllm-metrics.md``): a missing series is a
+:class:`~labutils.errors.MetricsError` naming it (and its renamed successor when the scrape uses
+an old name), never a silent zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+import numpy as np
+import pandas as pd
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm.auto import tqdm
+
+from labutils._aio import run_sync
+from labutils.backend import MetricsScrape
+from labutils.errors import LoadTestError, MetricsError
+
+__all__ = [
+    "GAUGES",
+    "HISTOGRAMS",
+    "RATES",
+    "ParsedScrape",
+    "balance",
+    "histogram_quantile",
+    "load_distribution",
+    "metrics_frame",
+    "monitor",
+    "monitor_async",
+    "monitor_backend",
+    "parse_scrape",
+    "prometheus_frame",
+    "prometheus_frame_async",
+    "recommendations",
+    "scrape_urls",
+    "scrape_urls_async",
+]
+
+# column -> metric family (exact current names; counters without the _total suffix, as the
+# parser reports them).
+GAUGES: dict[str, str] = {
+    "running": "vllm:num_requests_running",
+    "waiting": "vllm:num_requests_waiting",
+    "kv_cache_usage": "vllm:kv_cache_usage_perc",
+}
+RATES: dict[str, str] = {
+    "prompt_tokens_per_s": "vllm:prompt_tokens",
+    "generation_tokens_per_s": "vllm:generation_tokens",
+    "requests_per_s": "vllm:request_success",
+}
+HISTOGRAMS: dict[str, str] = {
+    "ttft": "vllm:time_to_first_token_seconds",
+    "itl": "vllm:inter_token_latency_seconds",
+    "e2e": "vllm:e2e_request_latency_seconds",
+}
+# Names older dashboards use -> the current name (vllm-metrics.md "Removed names").
+_RENAMED: dict[str, str] = {
+    "vllm:gpu_cache_usage_perc": "vllm:kv_cache_usage_perc",
+    "vllm:time_per_output_token_seconds": "vllm:inter_token_latency_seconds",
+}
+# HPA metric names (through prometheus-adapter) -> series column.
+_HPA_METRICS: dict[str, str] = {
+    "vllm_num_requests_waiting": "waiting",
+    "vllm_num_requests_running": "running",
+    "vllm_kv_cache_usage_perc": "kv_cache_usage",
+}
+_HPA_TOLERANCE = 0.1  # kube-controller-manager's default --horizontal-pod-autoscaler-tolerance
+
+
+class _Scrapes(Protocol):
+    def scrape_metrics(self) -> list[MetricsScrape]: ...
+
+
+@dataclass(frozen=True)
+class ParsedScrape:
+    """One scrape reduced to what the series need (values summed over engines and labels)."""
+
+    zone: str
+    group: str
+    time_s: float
+    gauges: dict[str, float]  # family -> value
+    counters: dict[str, float]  # family -> value (the _total sample)
+    buckets: dict[str, tuple[np.ndarray, np.ndarray]]  # family -> (upper bounds, cumulative)
+    families: frozenset[str]
+
+
+def parse_scrape(scrape: MetricsScrape) -> ParsedScrape:
+    """Parse one scrape's text (``prometheus_client.parser``).
+
+    Raises:
+        MetricsError: the scrape failed or its text is not the Prometheus text format.
+    """
+    where = f"/metrics of {scrape.group} ({scrape.zone})"
+    if scrape.error:
+        raise MetricsError(f"{where} failed: {scrape.error}")
+    gauges: dict[str, float] = {}
+    counters: dict[str, float] = {}
+    buckets: dict[str, dict[float, float]] = {}
+    families: set[str] = set()
+    try:
+        for family in text_string_to_metric_families(scrape.text):
+            families.add(family.name)
+            for sample in family.samples:
+                if family.type == "gauge":
+                    gauges[family.name] = gauges.get(family.name, 0.0) + sample.value
+                elif family.type == "counter" and sample.name.endswith("_total"):
+                    counters[family.name] = counters.get(family.name, 0.0) + sample.value
+                elif family.type == "histogram" and sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    per_bound = buckets.setdefault(family.name, {})
+                    per_bound[bound] = per_bound.get(bound, 0.0) + sample.value
+    except ValueError as exc:
+        raise MetricsError(f"{where}: not Prometheus text format ({exc})") from None
+    arrays = {
+        name: (np.array(sorted(b)), np.array([b[k] for k in sorted(b)]))
+        for name, b in buckets.items()
+    }
+    return ParsedScrape(
+        scrape.zone, scrape.group, scrape.time_s, gauges, counters, arrays, frozenset(families)
+    )
+
+
+def _require(parsed: ParsedScrape, family: str) -> None:
+    if family in parsed.families:
+        return
+    old = [o for o, new in _RENAMED.items() if new == family and o in parsed.families]
+    hint = f" (the scrape has the removed name {old[0]}: upgrade vLLM)" if old else ""
+    raise MetricsError(
+        f"metric {family} missing from /metrics of {parsed.group} ({parsed.zone}){hint}; "
+        "is this a vLLM >= 0.10 server?"
+    )
+
+
+def histogram_quantile(q: float, bounds: np.ndarray, cumulative: np.ndarray) -> float:
+    """The ``q`` quantile of a cumulative histogram, interpolated linearly within a bucket.
+
+    Follows Prometheus's ``histogram_quantile``: the lower edge of the first bucket is 0, a
+    quantile in the ``+Inf`` bucket returns the highest finite bound; no observations -> NaN.
+    """
+    if not 0 <= q <= 1:
+        raise MetricsError(f"quantile {q} outside 0..1")
+    total = float(cumulative[-1]) if len(cumulative) else 0.0
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    index = int(np.searchsorted(cumulative, rank, side="left"))
+    index = min(index, len(bounds) - 1)
+    if math.isinf(bounds[index]):
+        return float(bounds[index - 1]) if index > 0 else math.nan
+    lower = float(bounds[index - 1]) if index > 0 else 0.0
+    below = float(cumulative[index - 1]) if index > 0 else 0.0
+    in_bucket = float(cumulative[index]) - below
+    if in_bucket <= 0:
+        return float(bounds[index])
+    return lower + (float(bounds[index]) - lower) * (rank - below) / in_bucket
+
+
+def _counter_delta(new: float, old: float) -> float:
+    # A counter that went down was reset (engine restart): count from zero, as Prometheus does.
+    return new - old if new >= old else new
+
+
+def metrics_frame(
+    scrapes: Sequence[MetricsScrape],
+    *,
+    quantiles: Sequence[float] = (0.5, 0.95),
+) -> pd.DataFrame:
+    """A time series: one row per scrape (time_s, zone, group) and one column per series.
+
+    Gauges come from each scrape; ``*_per_s`` rates and ``<hist>_p<q>_s`` quantiles from the
+    difference to the previous scrape of the same group (NaN on a group's first scrape, and a
+    quantile is NaN when no observation fell in the interval). Failed scrapes give a row of NaN
+    with the error in ``error`` and a warning.
+
+    Raises:
+        MetricsError: an expected vLLM series is missing from a scrape (named in the message).
+    """
+    rows: list[dict[str, Any]] = []
+    previous: dict[tuple[str, str], ParsedScrape] = {}
+    failed = 0
+    for scrape in sorted(scrapes, key=lambda s: s.time_s):
+        row: dict[str, Any] = {"time_s": scrape.time_s, "zone": scrape.zone, "group": scrape.group}
+        if scrape.error:
+            failed += 1
+            row["error"] = scrape.error
+            rows.append(row)
+            continue
+        parsed = parse_scrape(scrape)
+        for column, family in {**GAUGES, **RATES, **HISTOGRAMS}.items():
+            del column
+            _require(parsed, family)
+        for column, family in GAUGES.items():
+            row[column] = parsed.gauges.get(family, math.nan)
+        before = previous.get((scrape.zone, scrape.group))
+        elapsed_s = parsed.time_s - before.time_s if before else math.nan
+        for column, family in RATES.items():
+            if before is None or not elapsed_s > 0:
+                row[column] = math.nan
+                continue
+            delta = _counter_delta(
+                parsed.counters.get(family, 0.0), before.counters.get(family, 0.0)
+            )
+            row[column] = delta / elapsed_s
+        for name, family in HISTOGRAMS.items():
+            bounds, cumulative = parsed.buckets.get(family, (np.zeros(0), np.zeros(0)))
+            if before is not None and family in before.buckets:
+                old_bounds, old_cumulative = before.buckets[family]
+                if np.array_equal(bounds, old_bounds) and cumulative[-1] >= old_cumulative[-1]:
+                    cumulative = cumulative - old_cumulative
+            for q in quantiles:
+                column = f"{name}_p{round(q * 100):d}_s"
+                row[column] = (
+                    histogram_quantile(q, bounds, cumulative) if before is not None else math.nan
+                )
+        row["error"] = ""
+        rows.append(row)
+        previous[(scrape.zone, scrape.group)] = parsed
+    if failed:
+        warnings.warn(
+            f"{failed} of {len(scrapes)} scrapes failed; their rows are NaN (see 'error')",
+            stacklevel=2,
+        )
+    frame = pd.DataFrame(rows)
+    if "error" not in frame:
+        frame["error"] = ""
+    frame["error"] = frame["error"].fillna("")
+    return frame
+
+
+def load_distribution(frame: pd.DataFrame, *, by: str = "zone") -> pd.DataFrame:
+    """Each zone's (or group's) share of the served load over the frame's time span.
+
+    Returns one row per ``by`` value: mean generation tokens/s and requests/s, the share of the
+    total generation tokens, mean waiting and running, and the number of groups seen.
+    """
+    for column in ("generation_tokens_per_s", "requests_per_s", "waiting", "running"):
+        if column not in frame:
+            raise MetricsError(
+                f"series frame has no column {column!r}: build it with metrics_frame"
+            )
+    per_group = frame.groupby(["zone", "group"]).agg(
+        generation_tokens_per_s=("generation_tokens_per_s", "mean"),
+        requests_per_s=("requests_per_s", "mean"),
+        waiting=("waiting", "mean"),
+        running=("running", "mean"),
+    )
+    per_group = per_group.reset_index()
+    if by == "group":
+        table = per_group.assign(groups=1)
+    elif by == "zone":
+        table = per_group.groupby("zone", as_index=False).agg(
+            generation_tokens_per_s=("generation_tokens_per_s", "sum"),
+            requests_per_s=("requests_per_s", "sum"),
+            waiting=("waiting", "sum"),
+            running=("running", "sum"),
+            groups=("group", "nunique"),
+        )
+    else:
+        raise MetricsError(f"load_distribution(by={by!r}): choose 'zone' or 'group'")
+    total = table["generation_tokens_per_s"].sum()
+    table["share"] = table["generation_tokens_per_s"] / total if total > 0 else math.nan
+    return table
+
+
+def balance(shares: Sequence[float] | pd.Series) -> float:
+    """Jain's fairness index of the loads: 1 = perfectly even, 1/n = all on one.
+
+    NaN when there is no load at all.
+    """
+    values = np.asarray(shares, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0 or not values.sum() > 0:
+        return math.nan
+    return float(values.sum() ** 2 / (values.size * (values**2).sum()))
+
+
+def _hpa_target(hpa: Mapping[str, Any]) -> tuple[str, float, int, int]:
+    spec = hpa.get("spec") or {}
+    name = (hpa.get("metadata") or {}).get("name", "HPA")
+    for metric in spec.get("metrics") or []:
+        pods = metric.get("pods") if metric.get("type") == "Pods" else None
+        if not pods:
+            continue
+        metric_name = pods["metric"]["name"]
+        if metric_name in _HPA_METRICS:
+            target = float(pods["target"]["averageValue"])
+            return (
+                _HPA_METRICS[metric_name],
+                target,
+                int(spec.get("minReplicas", 1)),
+                int(spec["maxReplicas"]),
+            )
+    raise MetricsError(
+        f"HPA {name}: no Pods metric the lab scrapes "
+        f"(choose one of {', '.join(_HPA_METRICS)}) in spec.metrics"
+    )
+
+
+def recommendations(
+    frame: pd.DataFrame,
+    *,
+    hpas: Mapping[str, Mapping[str, Any]] | None = None,
+    kv_cache_high: float = 0.9,
+    balance_low: float = 0.9,
+) -> pd.DataFrame:
+    """Advice grounded in the latest series: per zone what the HPA will do next, and why.
+
+    Args:
+        frame: from :func:`metrics_frame`.
+        hpas: zone -> its HPA manifest (``autoscaling/v2``); the desired replica count is
+            ``ceil(groups * average / target)`` outside the 10 % tolerance, clamped to
+            min/max (the core of the HPA algorithm, without behavior/stabilization).
+        kv_cache_high: KV-cache usage above which a group is flagged.
+        balance_low: Jain index below which the zone load is called unbalanced.
+
+    Returns:
+        One row per finding: zone, kind, value, message.
+    """
+    findings: list[dict[str, Any]] = []
+    ok = frame[frame["error"].eq("")] if "error" in frame else frame
+    if ok.empty:
+        raise MetricsError("no successful scrape in the series: nothing to recommend from")
+    latest = ok.sort_values("time_s").groupby(["zone", "group"]).tail(1)
+    for zone_key, part in latest.groupby("zone"):
+        zone = str(zone_key)
+        groups = len(part)
+        if hpas and zone in hpas:
+            column, target, low, high = _hpa_target(hpas[zone])
+            average = float(part[column].mean())
+            ratio = average / target
+            desired = groups if abs(ratio - 1) <= _HPA_TOLERANCE else math.ceil(groups * ratio)
+            desired = max(low, min(high, desired))
+            verb = (
+                "keep" if desired == groups else ("scale up" if desired > groups else "scale down")
+            )
+            findings.append(
+                {
+                    "zone": zone,
+                    "kind": "hpa",
+                    "value": float(desired),
+                    "message": (
+                        f"{zone}: {column} averages {average:.1f} per group vs target {target:g} "
+                        f"-> HPA will {verb} to {desired} groups (now {groups}, min {low}, "
+                        f"max {high})"
+                        + (
+                            " — at max: add capacity or shift load"
+                            if desired == high and ratio > 1
+                            else ""
+                        )
+                    ),
+                }
+            )
+        for _, row in part.iterrows():
+            if row["kv_cache_usage"] >= kv_cache_high:
+                findings.append(
+                    {
+                        "zone": zone,
+                        "kind": "kv_cache",
+                        "value": float(row["kv_cache_usage"]),
+                        "message": (
+                            f"{row['group']}: KV cache {row['kv_cache_usage']:.0%} full -> "
+                            "preemptions ahead; lower max-num-seqs or add groups"
+                        ),
+                    }
+                )
+    if "generation_tokens_per_s" in ok and ok["zone"].nunique() > 1:
+        dist = load_distribution(ok)
+        index = balance(dist["generation_tokens_per_s"])
+        if not math.isnan(index) and index < balance_low:
+            busiest = dist.sort_values("share", ascending=False).iloc[0]
+            findings.append(
+                {
+                    "zone": str(busiest["zone"]),
+                    "kind": "balance",
+                    "value": index,
+                    "message": (
+                        f"zone load unbalanced (Jain index {index:.2f}): {busiest['zone']} serves "
+                        f"{busiest['share']:.0%} of tokens; check route weights and group counts"
+                    ),
+                }
+            )
+    return pd.DataFrame(findings, columns=["zone", "kind", "value", "message"])
+
+
+async def scrape_urls_async(
+    urls: Mapping[tuple[str, str], str], *, timeout_s: float = 5.0
+) -> list[MetricsScrape]:
+    """Scrape every ``(zone, group) -> metrics URL`` once, concurrently.
+
+    A failed scrape comes back with ``error`` set (and empty text), never as made-up values.
+    """
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def one(session: aiohttp.ClientSession, zone: str, group: str, url: str) -> MetricsScrape:
+        try:
+            async with session.get(url) as resp:
+                text = await resp.text()
+                if resp.status != 200:
+                    return MetricsScrape(zone, group, time.time(), "", f"GET {url}: {resp.status}")
+                return MetricsScrape(zone, group, time.time(), text)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            return MetricsScrape(
+                zone, group, time.time(), "", f"GET {url}: {type(exc).__name__} {exc}".strip()
+            )
+
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        return list(await asyncio.gather(*(one(session, z, g, u) for (z, g), u in urls.items())))
+
+
+def scrape_urls(
+    urls: Mapping[tuple[str, str], str], *, timeout_s: float = 5.0
+) -> list[MetricsScrape]:
+    """Synchronous :func:`scrape_urls_async`."""
+    return run_sync(scrape_urls_async(urls, timeout_s=timeout_s))
+
+
+async def monitor_async(
+    urls: Mapping[tuple[str, str], str],
+    *,
+    interval_s: float = 1.0,
+    duration_s: float = 60.0,
+    progress: bool = True,
+) -> list[MetricsScrape]:
+    """Scrape ``urls`` every ``interval_s`` for ``duration_s`` (bounded), with a progress bar."""
+    if not interval_s > 0 or not duration_s > 0:
+        raise LoadTestError(f"interval_s={interval_s}, duration_s={duration_s}: both must be > 0")
+    rounds = max(1, int(duration_s / interval_s) + 1)
+    scrapes: list[MetricsScrape] = []
+    start = time.perf_counter()
+    with tqdm(
+        total=rounds, desc="monitor", unit="scrape", disable=not progress, leave=False
+    ) as bar:
+        for n in range(rounds):
+            delay = start + n * interval_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            scrapes += await scrape_urls_async(urls, timeout_s=min(interval_s * 5, 10.0))
+            bar.update(1)
+    return scrapes
+
+
+def monitor(
+    urls: Mapping[tuple[str, str], str],
+    *,
+    interval_s: float = 1.0,
+    duration_s: float = 60.0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Scrape periodically and return :func:`metrics_frame` of the scrapes."""
+    scrapes = run_sync(
+        monitor_async(urls, interval_s=interval_s, duration_s=duration_s, progress=progress)
+    )
+    return metrics_frame(scrapes)
+
+
+def monitor_backend(
+    backend: _Scrapes,
+    *,
+    interval_s: float = 2.0,
+    duration_s: float = 60.0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Call ``backend.scrape_metrics()`` every ``interval_s`` for ``duration_s``; return series.
+
+    Works with either target (the twin scrapes leaders directly, EKS through the API server's
+    pod proxy), since both implement :class:`labutils.backend.Backend`.
+    """
+    if not interval_s > 0 or not duration_s > 0:
+        raise LoadTestError(f"interval_s={interval_s}, duration_s={duration_s}: both must be > 0")
+    rounds = max(1, int(duration_s / interval_s) + 1)
+    scrapes: list[MetricsScrape] = []
+    start = time.perf_counter()
+    with tqdm(
+        total=rounds, desc="monitor", unit="scrape", disable=not progress, leave=False
+    ) as bar:
+        for n in range(rounds):
+            delay = start + n * interval_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            scrapes += backend.scrape_metrics()
+            bar.update(1)
+    return metrics_frame(scrapes)
+
+
+def _zone_of_pod(pod: str) -> str:
+    """Zone from a leader pod name ``vllm-<zone>-<g>`` (contracts: LWS ``vllm-<zone>``)."""
+    stem = pod.removeprefix("vllm-")
+    head, _, tail = stem.rpartition("-")
+    return head if tail.isdigit() and head else stem
+
+
+async def prometheus_frame_async(
+    prometheus_url: str,
+    *,
+    start_s: float,
+    end_s: float,
+    step_s: float = 15.0,
+    namespace: str = "vllm-lab",
+    quantiles: Sequence[float] = (0.5, 0.95),
+    headers: Mapping[str, str] | None = None,
+    timeout_s: float = 30.0,
+) -> pd.DataFrame:
+    """The same series as :func:`metrics_frame`, from a Prometheus HTTP API (``query_range``).
+
+    On EKS, Prometheus (scraping the leaders through the lab's PodMonitor) keeps history that
+    direct scrapes lack. Series are per leader pod (= group); the zone comes from the pod name
+    (``vllm-<zone>-<g>``). Rates and quantiles use a window of ``max(60 s, 4 x step)``.
+
+    Raises:
+        MetricsError: Prometheus is unreachable or refuses a query, or a metric has no series
+            (named in the message).
+    """
+    window = f"{int(max(60.0, 4 * step_s))}s"
+    sel = f'{{namespace="{namespace}"}}'
+    queries: dict[str, tuple[str, str]] = {
+        column: (family, f"sum by (pod) ({family}{sel})") for column, family in GAUGES.items()
+    }
+    for column, family in RATES.items():
+        queries[column] = (family, f"sum by (pod) (rate({family}_total{sel}[{window}]))")
+    for name, family in HISTOGRAMS.items():
+        for q in quantiles:
+            queries[f"{name}_p{round(q * 100):d}_s"] = (
+                family,
+                f"histogram_quantile({q}, sum by (pod, le) (rate({family}_bucket{sel}[{window}])))",
+            )
+    base = prometheus_url.rstrip("/") + "/api/v1/query_range"
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def one(session: aiohttp.ClientSession, query: str) -> list[dict[str, Any]]:
+        params = {"query": query, "start": str(start_s), "end": str(end_s), "step": str(step_s)}
+        try:
+            async with session.get(base, params=params) as resp:
+                body = await resp.json(content_type=None)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise MetricsError(f"GET {base}: {type(exc).__name__} {exc}".strip()) from None
+        if body.get("status") != "success":
+            raise MetricsError(f"{base} refused {query!r}: {body.get('error', body)}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    async with aiohttp.ClientSession(timeout=timeout, headers=dict(headers or {})) as session:
+        results = await asyncio.gather(*(one(session, q) for _, q in queries.values()))
+    cells: dict[tuple[float, str], dict[str, Any]] = {}
+    for (column, (family, _query)), result in zip(queries.items(), results, strict=True):
+        if not result and column in {**GAUGES, **RATES}:
+            raise MetricsError(
+                f"metric {family} has no series in Prometheus at {prometheus_url} "
+                f"(namespace {namespace}); is the PodMonitor scraping the leaders?"
+            )
+        for series in result:
+            pod = str(series["metric"].get("pod", ""))
+            for stamp, value in series["values"]:
+                cell = cells.setdefault(
+                    (float(stamp), pod),
+                    {"time_s": float(stamp), "zone": _zone_of_pod(pod), "group": pod},
+                )
+                cell[column] = float(value)  # Prometheus writes "NaN" where it has no value
+    frame = pd.DataFrame(list(cells.values()))
+    for column in queries:
+        if column not in frame:
+            frame[column] = math.nan
+    frame["error"] = ""
+    return frame.sort_values(["time_s", "zone", "group"], ignore_index=True)
+
+
+def prometheus_frame(prometheus_url: str, **options: Any) -> pd.DataFrame:
+    """Synchronous :func:`prometheus_frame_async`."""
+    return run_sync(prometheus_frame_async(prometheus_url, **options))

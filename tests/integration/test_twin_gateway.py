@@ -1,0 +1,244 @@
+"""The twin's gateway: HTTPRoute split, header filter, SSE, zone failover, and a clean ``down``.
+
+Real processes on 127.0.0.1: the controller, HAProxy and stand-in engines (same CLI and
+endpoints as the simulator). Health-check intervals run at 0.2 x the manifests' 5 s (1 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import itertools
+
+from twin_fixtures import ENGINE, STUB_ENGINE, write_rendered
+
+from labutils.twin import TwinBackend
+
+WEIGHTS = {"us-west-2a": 70, "us-west-2b": 30, "us-west-2c": 0}
+HEADERS = {
+    "set": [{"name": "X-Set", "value": "gateway"}],
+    "add": [{"name": "X-Add", "value": "added"}],
+    "remove": ["X-Remove"],
+}
+TIME_SCALE = 0.2  # interval 5 s -> 1 s; unhealthy threshold 2
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinBackend]:
+    root = tmp_path_factory.mktemp("twin-gw")
+    rendered = write_rendered(root / "rendered", WEIGHTS, replicas=2, headers=HEADERS)
+    backend = TwinBackend(root / "state", engine=ENGINE, model_load_s=0.3, time_scale=TIME_SCALE)
+    try:
+        backend.up(rendered, timeout_s=60)
+        yield backend
+    finally:
+        backend.down()
+
+
+@pytest.fixture(scope="module")
+def stub_twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwinBackend]:
+    """One zone of the stand-in engine, which echoes the request headers it received."""
+    root = tmp_path_factory.mktemp("twin-hdr")
+    rendered = write_rendered(root / "rendered", {"us-west-2a": 1}, headers=HEADERS)
+    backend = TwinBackend(root / "state", engine=STUB_ENGINE, model_load_s=0.1)
+    try:
+        backend.up(rendered, timeout_s=60)
+        yield backend
+    finally:
+        backend.down()
+
+
+async def _send(
+    url: str, count: int, concurrency: int = 16, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(count):
+        queue.put_nowait(i)
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            start = time.monotonic()
+            try:
+                async with session.post(
+                    url + "/v1/completions",
+                    json={"model": "llama-3.1-8b", "prompt": "hi", "max_tokens": 1},
+                    headers=headers or {},
+                ) as r:
+                    body = await r.read()
+                    results.append({"status": r.status, "zone": r.headers.get("x-lab-zone"),
+                                    "group": r.headers.get("x-lab-group"), "t": start,
+                                    "seen": r.headers.get("x-lab-seen-headers"),
+                                    "body": body[:200]})  # fmt: skip
+            except aiohttp.ClientError as exc:
+                results.append({"status": -1, "zone": None, "t": start, "error": str(exc)})
+
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return results
+
+
+def test_zone_split_matches_route_weights(twin: TwinBackend) -> None:
+    results = asyncio.run(_send(twin.endpoints().gateway_url, 600))
+    assert all(r["status"] == 200 for r in results)
+    zones = Counter(r["zone"] for r in results)
+    # Gateway API conformance: 5 percentage points per backend; weight 0 gets nothing.
+    assert abs(zones["us-west-2a"] / 600 - 0.7) <= 0.05
+    assert abs(zones["us-west-2b"] / 600 - 0.3) <= 0.05
+    assert zones["us-west-2c"] == 0
+    groups = Counter(r["group"] for r in results)
+    assert set(groups) == {"vllm-us-west-2a-0", "vllm-us-west-2a-1", "vllm-us-west-2b-0",
+                           "vllm-us-west-2b-1"}  # fmt: skip
+
+
+def test_header_filter_set_add_remove_case_insensitive(stub_twin: TwinBackend) -> None:
+    twin = stub_twin
+    sent = {"x-set": "client", "x-add": "client", "x-remove": "secret", "X-Keep": "k"}
+    (result,) = asyncio.run(_send(twin.endpoints().gateway_url, 1, 1, headers=sent))
+    seen = {k.lower(): v for k, v in json.loads(result["seen"]).items()}
+    assert seen["x-set"] == "gateway"  # set overwrites (name matched case-insensitively)
+    assert seen["x-add"] == "client,added"  # add appends as one comma-joined value
+    assert "x-remove" not in seen
+    assert seen["x-keep"] == "k"
+    (bare,) = asyncio.run(_send(twin.endpoints().gateway_url, 1, 1))
+    seen = {k.lower(): v for k, v in json.loads(bare["seen"]).items()}
+    assert seen["x-add"] == "added" and seen["x-set"] == "gateway"
+
+
+def test_paths_outside_the_route_get_404(twin: TwinBackend) -> None:
+    async def get() -> int:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(twin.endpoints().gateway_url + "/admin") as r,
+        ):
+            return r.status
+
+    assert asyncio.run(get()) == 404
+
+
+async def _stream_gaps(url: str, tokens: int) -> list[float]:
+    arrivals = []
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            url + "/v1/completions", json={"prompt": "x", "max_tokens": tokens, "stream": True}
+        ) as r,  # fmt: skip
+    ):
+        async for line in r.content:
+            if line.startswith(b"data: {"):
+                arrivals.append(time.monotonic())
+    return [b - a for a, b in itertools.pairwise(arrivals)]
+
+
+def test_sse_streams_through_gateway_event_by_event(stub_twin: TwinBackend) -> None:
+    # The stub writes one event every 5 ms; buffered delivery would bunch them (gaps ~0).
+    gaps = asyncio.run(_stream_gaps(stub_twin.endpoints().gateway_url, 40))
+    assert len(gaps) == 39
+    bunched = sum(1 for g in gaps if g < 0.001)
+    assert bunched <= len(gaps) // 3, f"events arrived in bursts: {gaps}"
+
+
+def test_zone_kill_fails_over_and_restore_brings_it_back(twin: TwinBackend) -> None:
+    url = twin.endpoints().gateway_url
+
+    async def drill() -> tuple[list[dict[str, Any]], float]:
+        stop_at = time.monotonic() + 6.0
+        results: list[dict[str, Any]] = []
+        killed_at = 0.0
+
+        async def load() -> None:
+            while time.monotonic() < stop_at:
+                results.extend(await _send(url, 20, concurrency=4))
+
+        task = asyncio.create_task(load())
+        await asyncio.sleep(1.0)
+        killed_at = time.monotonic()
+        await asyncio.to_thread(twin.fail, zone="us-west-2a", mode="kill")
+        await task
+        return results, killed_at
+
+    results, killed_at = asyncio.run(drill())
+    failures = [r for r in results if r["status"] != 200]
+    last_failure_s = max((r["t"] for r in failures), default=killed_at) - killed_at
+    # interval 1 s x unhealthy threshold 2, plus one interval, plus slack for a loaded machine
+    assert last_failure_s <= 1.0 * 2 + 1.0 + 1.5, f"failures until +{last_failure_s:.2f}s"
+    after = [r for r in results if r["t"] > killed_at + 4.5]
+    assert after and all(r["status"] == 200 for r in after)
+    assert all(r["zone"] == "us-west-2b" for r in after)
+    twin.restore(zone="us-west-2a")
+    deadline = time.monotonic() + 20
+    zones: Counter[str | None] = Counter()
+    while time.monotonic() < deadline:
+        zones = Counter(r["zone"] for r in asyncio.run(_send(url, 40, concurrency=4)))
+        if zones["us-west-2a"] > 0:
+            break
+        time.sleep(0.3)
+    assert zones["us-west-2a"] > 0, "restored zone never received traffic again"
+    events = twin.events()
+    assert {"fault", "restore", "group-recreated"} <= set(events["kind"])
+
+
+def test_weighted_strict_gives_the_dead_zone_share_503(tmp_path: Path) -> None:
+    rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1, "us-west-2b": 1})
+    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.2,
+                       strategy="weighted-strict", time_scale=TIME_SCALE)  # fmt: skip
+    try:
+        twin.up(rendered, timeout_s=60)
+        twin.fail(zone="us-west-2a", mode="kill")
+        time.sleep(1.0 * 2 + 1.0 + 1.0)  # interval x threshold + interval + slack
+        results = asyncio.run(_send(twin.endpoints().gateway_url, 200))
+    finally:
+        twin.down()
+    statuses = Counter(r["status"] for r in results)
+    # weights are a split, not failover: about half the requests get 503
+    assert 0.35 <= statuses[503] / 200 <= 0.65, statuses
+    assert statuses[200] + statuses[503] == 200
+
+
+def test_twin_backend_is_a_backend(tmp_path: Path) -> None:
+    from labutils.backend import Backend, get_backend
+
+    backend = get_backend("local", state_dir=tmp_path)
+    assert isinstance(backend, Backend) and backend.target == "local"
+
+
+def test_unhealthy_group_leaves_rotation_and_exporter_shows_it(twin: TwinBackend) -> None:
+    twin.restore(zone="us-west-2a")  # independent of the test order
+    twin.wait_ready(30)
+    twin.fail(group="vllm-us-west-2b-0", mode="unhealthy")
+    try:
+        time.sleep(1.0 * 2 + 1.0 + 1.0)  # interval x threshold + interval + slack
+        results = asyncio.run(_send(twin.endpoints().gateway_url, 100))
+        assert all(r["status"] == 200 for r in results)
+        groups = Counter(r["group"] for r in results)
+        assert groups["vllm-us-west-2b-0"] == 0 and groups["vllm-us-west-2b-1"] > 0
+
+        async def scrape() -> str:
+            async with aiohttp.ClientSession() as s, s.get(twin.stats_url) as r:
+                return await r.text()
+
+        text = asyncio.run(scrape())
+        down = [
+            line
+            for line in text.splitlines()
+            if line.startswith("haproxy_server_status")
+            and 'proxy="zone_us-west-2b"' in line
+            and 'server="vllm-us-west-2b-0"' in line
+            and 'state="DOWN"' in line
+        ]
+        assert down and down[0].endswith(" 1"), down
+    finally:
+        twin.restore(group="vllm-us-west-2b-0")

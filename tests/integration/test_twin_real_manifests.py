@@ -1,0 +1,45 @@
+"""The twin from the project's own manifests (`labctl render` output): 3 zones x 2 groups of
+the simulator start in under 30 s and serve through the gateway; `down` leaves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+
+from labutils.manifests import render
+from labutils.twin import TwinBackend, load_twin_spec
+
+
+def test_three_zones_by_two_groups_start_under_30s(tmp_path: Path) -> None:
+    rendered = tmp_path / "rendered"
+    render(out_dir=rendered)
+    spec = load_twin_spec(rendered)
+    assert len(spec.zones) == 3 and all(z.replicas == 2 for z in spec.zones)
+    twin = TwinBackend(tmp_path / "state")  # the real simulator, default 2 s model load
+    start = time.monotonic()
+    try:
+        status = twin.up(rendered, timeout_s=60)
+        start_s = time.monotonic() - start
+        assert list(status["ready_replicas"]) == [2, 2, 2]
+        assert start_s < 30.0, f"3x2 twin took {start_s:.1f} s to start"
+        ends = twin.endpoints()
+
+        async def one() -> tuple[int, str | None, str | None]:
+            body = {"model": ends.model, "prompt": "hello", "max_tokens": 2}
+            async with (
+                aiohttp.ClientSession() as s,
+                s.post(ends.gateway_url + "/v1/completions", json=body) as r,
+            ):
+                await r.read()
+                return r.status, r.headers.get("x-lab-zone"), r.headers.get("x-lab-group")
+
+        status_code, zone, group = asyncio.run(one())
+        assert status_code == 200
+        assert zone in {z.zone for z in spec.zones} and group and group.startswith(f"vllm-{zone}")
+        assert len(twin.groups()) == 3 * 2 * spec.zones[0].size  # leaders + workers
+    finally:
+        twin.down()
+    assert twin.leftovers() == {"pids": [], "ports": []}

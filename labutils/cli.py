@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "labutils.cluster.cli",
     "labutils.lab",
     "labutils.security",
+    "labutils.sizing",
     "labutils.realengine.cli",
 )
 

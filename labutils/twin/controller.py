@@ -317,6 +317,10 @@ class _Controller:
 
     async def _supervise(self) -> None:
         while not self.stopping.is_set():
+            if self.haproxy is not None and self.haproxy.returncode is not None:
+                self._event("haproxy-restarted", "haproxy", f"exited ({self.haproxy.returncode})")
+                await self._start_haproxy()
+                self._write()
             for group in list(self.groups.values()):
                 proc = group.proc
                 if group.phase == "Running" and proc is not None and proc.returncode is not None:

@@ -156,6 +156,10 @@ def _check_lines(health: HealthCheck, time_scale: float) -> list[str]:
     return lines
 
 
+def _timeout_ms(spec: TwinSpec) -> int:
+    return int((spec.request_timeout_s or 3600.0) * 1000)
+
+
 def _server_line(slot: Slot) -> str:
     if slot.port is None:
         return f"    server {slot.group} 127.0.0.1:1 check disabled"
@@ -195,8 +199,9 @@ def render_haproxy_config(
         "    mode http",
         "    option http-no-delay",
         "    timeout connect 2s",
-        "    timeout client 600s",
-        "    timeout server 600s",
+        # HTTPRoute timeouts.request bounds the whole exchange (no limit: 1 h, bounded anyway)
+        f"    timeout client {_timeout_ms(spec)}ms",
+        f"    timeout server {_timeout_ms(spec)}ms",
         "    timeout queue 30s",
         "    timeout http-request 30s",
         "    retries 3",

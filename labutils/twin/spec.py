@@ -86,6 +86,7 @@ class TwinSpec:
     headers: HeaderModifier = field(default_factory=HeaderModifier)
     response_headers: HeaderModifier = field(default_factory=HeaderModifier)
     path_prefixes: tuple[str, ...] = ()  # the rule's PathPrefix matches (empty: everything)
+    request_timeout_s: float | None = None  # the rule's timeouts.request (None: no limit)
     hpas: tuple[HpaSpec, ...] = ()
     adapter_series: dict[str, str] = field(default_factory=dict)  # HPA metric -> vLLM series
 
@@ -208,6 +209,18 @@ def _backend_filters(route: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def _duration_s(value: Any, where: str) -> float | None:
+    # Gateway API Duration: e.g. "600s", "1m", "1h30m", "500ms"; "0s" disables the timeout.
+    if value is None:
+        return None
+    parts = re.findall(r"(\d+)(ms|h|m|s)", str(value))
+    if not parts or "".join(n + u for n, u in parts) != str(value):
+        raise ConfigError(f"{where}: timeouts duration {value!r}; expected e.g. 600s, 1m, 500ms")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    total = sum(int(n) * scale[u] for n, u in parts)
+    return total or None
+
+
 def _path_prefixes(route: Mapping[str, Any] | None) -> tuple[str, ...]:
     out = []
     for match in _first_rule(route).get("matches") or []:
@@ -325,6 +338,10 @@ def twin_spec_from_objects(
         headers=_modifier(_first_rule(route).get("filters"), "RequestHeaderModifier"),
         response_headers=_modifier(_first_rule(route).get("filters"), "ResponseHeaderModifier"),
         path_prefixes=_path_prefixes(route),
+        request_timeout_s=_duration_s(
+            (_first_rule(route).get("timeouts") or {}).get("request"),
+            _where(route) if route else "HTTPRoute",
+        ),
         hpas=hpas,
         adapter_series=_adapter_series(objs),
     )

@@ -172,5 +172,16 @@ def test_changed_manifests_apply_live(tmp_path: Path) -> None:
         assert {r["zone"] for r in results} == {"us-west-2a"}
         assert {r["group"] for r in results} == {"vllm-us-west-2a-0", "vllm-us-west-2a-1"}
         assert "applied" in set(twin.events()["kind"])
+
+        # HAProxy dies: the controller starts it again on the same ports
+        haproxy = next(p for p in twin._state()["processes"] if p["role"] == "haproxy")
+        os.kill(int(haproxy["pid"]), signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        ok = False
+        while time.monotonic() < deadline and not ok:
+            time.sleep(0.3)
+            ok = all(r["status"] == 200 for r in asyncio.run(send_requests(
+                twin.endpoints().gateway_url, 4, concurrency=1)))  # fmt: skip
+        assert ok and "haproxy-restarted" in set(twin.events()["kind"])
     finally:
         twin.down()

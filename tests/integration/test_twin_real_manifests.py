@@ -14,15 +14,13 @@ from labutils.twin import TwinBackend, load_twin_spec
 
 
 def test_three_zones_by_two_groups_start_under_30s(tmp_path: Path) -> None:
-    rendered = tmp_path / "rendered"
-    render(out_dir=rendered)
-    spec = load_twin_spec(rendered)
-    assert len(spec.zones) == 3 and all(z.replicas == 2 for z in spec.zones)
     twin = TwinBackend(tmp_path / "state")  # the real simulator, default 2 s model load
     start = time.monotonic()
     try:
-        status = twin.up(rendered, timeout_s=60)
+        status = twin.up(timeout_s=60)  # no folder: renders manifests/ into the state dir
         start_s = time.monotonic() - start
+        spec = load_twin_spec(tmp_path / "state" / "rendered")
+        assert len(spec.zones) == 3 and all(z.replicas == 2 for z in spec.zones)
         assert list(status["ready_replicas"]) == [2, 2, 2]
         assert start_s < 30.0, f"3x2 twin took {start_s:.1f} s to start"
         ends = twin.endpoints()
@@ -43,3 +41,12 @@ def test_three_zones_by_two_groups_start_under_30s(tmp_path: Path) -> None:
     finally:
         twin.down()
     assert twin.leftovers() == {"pids": [], "ports": []}
+
+
+def test_explicit_render_folder(tmp_path: Path) -> None:
+    rendered = tmp_path / "rendered"
+    render(out_dir=rendered)
+    spec = load_twin_spec(rendered)
+    hpa = spec.hpa_for(spec.zones[0].lws)
+    assert hpa is not None and hpa.metrics[0].name == "vllm_num_requests_waiting"
+    assert spec.series_for(hpa.metrics[0].name) == "vllm:num_requests_waiting"

@@ -152,3 +152,15 @@ def test_series_value_on_real_vllm_scrape(data_dir: Path) -> None:
     text = (data_dir / "vllm-0.32.0-cpu-metrics.txt").read_text()
     assert series_value(text, "vllm:num_requests_waiting") is not None
     assert series_value(text, "vllm:kv_cache_usage_perc") is not None
+
+
+def test_route_timeout_maps_to_haproxy(tmp_path: Path) -> None:
+    objs = _objects({"us-west-2a": 1})
+    objs[-1]["spec"]["rules"][0]["timeouts"] = {"request": "1m30s"}  # type: ignore[index]
+    spec = twin_spec_from_objects(objs)
+    assert spec.request_timeout_s == 90.0
+    objs[-1]["spec"]["rules"][0]["timeouts"] = {"request": "ten"}  # type: ignore[index]
+    with pytest.raises(ConfigError, match="HTTPRoute/vllm: timeouts duration 'ten'"):
+        twin_spec_from_objects(objs)
+    cfg = _render(tmp_path, "weighted", {"us-west-2a": 1})
+    assert "timeout server 3600000ms" in cfg  # no timeouts.request: bounded at 1 h

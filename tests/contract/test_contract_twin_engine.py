@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,25 @@ def _wait_healthy(url: str, timeout_s: float = 240) -> None:
             pass
         assert time.monotonic() < deadline, f"{url} not healthy after {timeout_s} s"
         time.sleep(0.5)
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
 
 
 def _gone(pid: int, timeout_s: float) -> bool:
@@ -97,6 +117,15 @@ def test_serves_with_lab_headers_and_stops_in_the_grace_period(
         assert resp.headers["x-lab-zone"] == "us-west-2a"
         assert resp.headers["x-lab-group"] == "g-0"
         assert json.loads(resp.read())["usage"]["completion_tokens"] == 4
+
+    # The twin's `fail --mode unhealthy`: /health turns 503, requests are still served.
+    assert _post(f"{url}/lab/fault", {"mode": "unhealthy"}) == (200, {"mode": "unhealthy"})
+    assert _status(f"{url}/health") == 503
+    with urllib.request.urlopen(request, timeout=60) as resp:
+        assert resp.status == 200
+    assert _post(f"{url}/lab/fault", {"mode": "slow"})[0] == 400
+    assert _post(f"{url}/lab/fault", {"mode": "ok"})[0] == 200
+    assert _status(f"{url}/health") == 200
 
     # A second real engine over the machine-wide limit (1 here) is refused before starting.
     second = _shim(tmp_path, tiny_model)

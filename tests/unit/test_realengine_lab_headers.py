@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,6 +16,10 @@ PLUGIN_DIR = Path(__file__).resolve().parents[2] / "labutils" / "realengine" / "
 class _Response:
     def __init__(self) -> None:
         self.headers: dict[str, str] = {"content-type": "text/event-stream"}
+
+
+def _request(path: str = "/v1/completions", method: str = "POST") -> SimpleNamespace:
+    return SimpleNamespace(url=SimpleNamespace(path=path), method=method)
 
 
 def _load(monkeypatch: pytest.MonkeyPatch, **env: str):  # type: ignore[no-untyped-def]
@@ -33,7 +38,7 @@ def test_headers_name_zone_and_group(monkeypatch: pytest.MonkeyPatch) -> None:
     async def call_next(request: object) -> _Response:
         return _Response()
 
-    response = asyncio.run(module.add_lab_headers(object(), call_next))
+    response = asyncio.run(module.add_lab_headers(_request(), call_next))
     assert response.headers["x-lab-zone"] == "us-west-2b"
     assert response.headers["x-lab-group"] == "vllm-us-west-2b-1"
     assert response.headers["content-type"] == "text/event-stream"
@@ -45,5 +50,18 @@ def test_no_headers_outside_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
     async def call_next(request: object) -> _Response:
         return _Response()
 
-    response = asyncio.run(module.add_lab_headers(object(), call_next))
+    response = asyncio.run(module.add_lab_headers(_request(), call_next))
     assert set(response.headers) == {"content-type"}
+
+
+def test_health_passes_through_while_no_fault_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _load(monkeypatch, LAB_ZONE="z")
+    seen: list[str] = []
+
+    async def call_next(request: SimpleNamespace) -> _Response:
+        seen.append(request.url.path)
+        return _Response()
+
+    response = asyncio.run(module.add_lab_headers(_request("/health", "GET"), call_next))
+    assert seen == ["/health"]
+    assert response.headers["x-lab-zone"] == "z"

@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "labutils.security",
     "labutils.sizing",
     "labutils.deploy",
+    "labutils.realengine.cli",
 )
 
 

@@ -10,7 +10,7 @@ TOOLS ?= .venv-tools
 TOOLS_STAMP := $(TOOLS)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps run lab test lint typecheck unit test-slow test-contract bench clean help
+.PHONY: setup system-deps run lab test lint typecheck test-slow test-contract real-engine bench clean help
 
 help:
 	@echo "make run     set up, then run the whole lab headless on the local twin (reports/)"
@@ -56,7 +56,14 @@ test-slow: setup
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 bench: setup
+	@bash scripts/setup-system.sh bench
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+real-engine: setup
+	@bash scripts/install-real-engine.sh
+
+test-contract: real-engine
+	$(BIN)/python -m pytest -m contract $(PYTEST_ARGS)
 
 clean:
 	-$(BIN)/labctl twin down 2>/dev/null

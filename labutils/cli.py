@@ -28,6 +28,8 @@ _COMMAND_MODULES = (
     "labutils.security",
     "labutils.secretscan",
     "labutils.sizing",
+    "labutils.deploy",
+    "labutils.realengine.cli",
 )
 
 

@@ -401,6 +401,8 @@ class HpaDecision:
             row[f"{p.metric}:target"] = p.target
             row[f"{p.metric}:replicas"] = p.replicas
             row[f"{p.metric}:ready_pods"] = p.ready_pods
+            row[f"{p.metric}:missing_pods"] = p.missing_pods
+            row[f"{p.metric}:unready_pods"] = p.unready_pods
         return row
 
 
@@ -418,6 +420,7 @@ class Autoscaler:
     recommendations: list[tuple[float, int]] = field(default_factory=list)
     scale_up_events: list[tuple[float, int]] = field(default_factory=list)
     scale_down_events: list[tuple[float, int]] = field(default_factory=list)
+    seeded: bool = False
 
     def sync(
         self,
@@ -437,6 +440,12 @@ class Autoscaler:
         """
         spec = self.spec
         spec_replicas = current_replicas if spec_replicas is None else spec_replicas
+        if not self.seeded:
+            # recordInitialRecommendation: a new HPA's history starts with the current replica
+            # count, so it cannot scale down before one stabilization window has passed.
+            # [kubernetes pkg/controller/podautoscaler/horizontal.go]
+            self.recommendations.append((now_s, current_replicas))
+            self.seeded = True
         proposals: tuple[MetricProposal, ...] = ()
         metric_replicas: int | None = None
         if spec_replicas == 0 and spec.min_replicas != 0:

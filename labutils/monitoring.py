@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
 from labutils.backend import MetricsScrape
-from labutils.errors import LoadTestError, MetricsError
+from labutils.errors import ConfigError, LoadTestError, MetricsError
+from labutils.hpa import MetricSpec, PodSample, hpa_spec_from_manifest, replicas_for_metric
 
 __all__ = [
     "GAUGES",
@@ -80,7 +81,6 @@ _HPA_METRICS: dict[str, str] = {
     "vllm_num_requests_running": "running",
     "vllm_kv_cache_usage_perc": "kv_cache_usage",
 }
-_HPA_TOLERANCE = 0.1  # kube-controller-manager's default --horizontal-pod-autoscaler-tolerance
 
 
 class _Scrapes(Protocol):
@@ -290,22 +290,18 @@ def balance(shares: Sequence[float] | pd.Series) -> float:
     return float(values.sum() ** 2 / (values.size * (values**2).sum()))
 
 
-def _hpa_target(hpa: Mapping[str, Any]) -> tuple[str, float, int, int]:
-    spec = hpa.get("spec") or {}
+def _hpa_target(hpa: Mapping[str, Any]) -> tuple[str, MetricSpec, int, int]:
+    # Read through labutils.hpa (the one HPA implementation); a bare dict without
+    # apiVersion/kind is taken as autoscaling/v2.
     name = (hpa.get("metadata") or {}).get("name", "HPA")
-    for metric in spec.get("metrics") or []:
-        pods = metric.get("pods") if metric.get("type") == "Pods" else None
-        if not pods:
-            continue
-        metric_name = pods["metric"]["name"]
-        if metric_name in _HPA_METRICS:
-            target = float(pods["target"]["averageValue"])
-            return (
-                _HPA_METRICS[metric_name],
-                target,
-                int(spec.get("minReplicas", 1)),
-                int(spec["maxReplicas"]),
-            )
+    obj = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", **hpa}
+    try:
+        spec = hpa_spec_from_manifest(obj, f"HPA {name}")
+    except ConfigError as exc:
+        raise MetricsError(str(exc)) from None
+    for metric in spec.metrics:
+        if metric.kind == "Pods" and metric.name in _HPA_METRICS:
+            return _HPA_METRICS[metric.name], metric, spec.min_replicas, spec.max_replicas
     raise MetricsError(
         f"HPA {name}: no Pods metric the lab scrapes "
         f"(choose one of {', '.join(_HPA_METRICS)}) in spec.metrics"
@@ -324,8 +320,8 @@ def recommendations(
     Args:
         frame: from :func:`metrics_frame`.
         hpas: zone -> its HPA manifest (``autoscaling/v2``); the desired replica count is
-            ``ceil(groups * average / target)`` outside the 10 % tolerance, clamped to
-            min/max (the core of the HPA algorithm, without behavior/stabilization).
+            :func:`labutils.hpa.replicas_for_metric` over the latest per-group values,
+            clamped to min/max (without behavior/stabilization).
         kv_cache_high: KV-cache usage above which a group is flagged.
         balance_low: Jain index below which the zone load is called unbalanced.
 
@@ -341,11 +337,13 @@ def recommendations(
         zone = str(zone_key)
         groups = len(part)
         if hpas and zone in hpas:
-            column, target, low, high = _hpa_target(hpas[zone])
-            average = float(part[column].mean())
-            ratio = average / target
-            desired = groups if abs(ratio - 1) <= _HPA_TOLERANCE else math.ceil(groups * ratio)
-            desired = max(low, min(high, desired))
+            column, metric, low, high = _hpa_target(hpas[zone])
+            target = metric.target
+            pods = [PodSample(str(g), float(v)) for g, v in zip(part["group"], part[column],
+                                                                  strict=True)]  # fmt: skip
+            proposal = replicas_for_metric(groups, pods, metric)
+            average, ratio = proposal.usage, proposal.ratio
+            desired = max(low, min(high, proposal.replicas))
             verb = (
                 "keep" if desired == groups else ("scale up" if desired > groups else "scale down")
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -90,29 +89,10 @@ def _preflight(args: argparse.Namespace) -> int:
 
 
 def _local_preflight() -> pd.DataFrame:
-    haproxy = shutil.which("haproxy")
-    rows = [
-        {
-            "check": "haproxy",
-            "ok": haproxy is not None,
-            "detail": haproxy or "not on PATH",
-            "fix": "" if haproxy else "run scripts/setup-system.sh (apt-get install haproxy)",
-        }
-    ]
-    try:
-        importlib.import_module("labutils.twin")
-        twin_ok, detail = True, "labutils.twin importable"
-    except ImportError as exc:
-        twin_ok, detail = False, f"labutils.twin not importable ({exc})"
-    rows.append(
-        {
-            "check": "local twin",
-            "ok": twin_ok,
-            "detail": detail,
-            "fix": "" if twin_ok else "pip install -e '.[dev]'",
-        }
-    )
-    return pd.DataFrame(rows)
+    # the participant's machine checks live with the notebooks' preflight (labutils.preflight)
+    from labutils.preflight import local_preflight
+
+    return local_preflight()
 
 
 def _reset(args: argparse.Namespace) -> int:

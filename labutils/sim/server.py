@@ -41,6 +41,18 @@ __all__ = [
 
 OWNED_BY = "vllm-lws-lab-simulator"
 _VERSION = "0.33.0+vllm-lws-lab-sim"
+# vLLM answers "vllm-<version>-<hash>"; ours says it is simulated.
+_SYSTEM_FINGERPRINT = "vllm-0.33.0-simulated"
+
+# Fields vLLM 0.32 sends as null for the features the simulator does not model, so response
+# shapes match the real engine's (tests/data/real-vllm-0.32.0-cpu-contract.json, recorded by
+# labutils.realengine.contract). Per object: top level, choice, chat message, usage.
+_NULL_COMPLETION_TOP = ("service_tier", "kv_transfer_params", "ec_transfer_params", "metrics")
+_NULL_CHAT_TOP = (*_NULL_COMPLETION_TOP, "prompt_logprobs", "prompt_token_ids", "prompt_text")
+_NULL_COMPLETION_CHOICE = ("token_ids", "prompt_logprobs", "prompt_token_ids", "routed_experts")
+_NULL_CHAT_CHOICE = ("token_ids", "routed_experts")
+_NULL_CHAT_MESSAGE = ("refusal", "annotations", "audio", "function_call", "reasoning")
+_NULL_USAGE = ("prompt_tokens_details", "completion_tokens_details")
 
 # Words the simulated model "generates"; one word (with its leading space) per token.
 _WORD_TEXT = (
@@ -224,6 +236,11 @@ class EngineServer:
             return await handler(request)
         except _HTTPError as exc:
             return _error_response(exc.status, exc.message, exc.err_type, exc.param)
+        except web.HTTPException as exc:
+            if exc.status not in (404, 405):
+                raise
+            # vLLM's FastAPI app answers unknown paths and methods with {"detail": reason}.
+            return web.json_response({"detail": exc.reason}, status=exc.status)
 
     async def _health(self, request: web.Request) -> web.Response:
         ok = self.loaded and self.fault != "unhealthy"
@@ -246,6 +263,22 @@ class EngineServer:
             "root": self.engine.cfg.model.hf_id,
             "parent": None,
             "max_model_len": self.engine.plan.max_model_len,
+            "permission": [
+                {
+                    "id": f"modelperm-{uuid.uuid4().hex[:16]}",
+                    "object": "model_permission",
+                    "created": int(time.time()),
+                    "allow_create_engine": False,
+                    "allow_sampling": True,
+                    "allow_logprobs": True,
+                    "allow_search_indices": False,
+                    "allow_view": True,
+                    "allow_fine_tuning": False,
+                    "organization": "*",
+                    "group": None,
+                    "is_blocking": False,
+                }
+            ],
         }
         return web.json_response({"object": "list", "data": [card]})
 
@@ -295,7 +328,13 @@ class EngineServer:
     def _check_model(self, body: dict[str, Any]) -> str:
         name = body.get("model") or self.options.served_model_name
         if name != self.options.served_model_name:
-            raise _HTTPError(404, f"The model `{name}` does not exist.", "NotFoundError", "model")
+            raise _HTTPError(
+                404,
+                f"The model `{name}` does not exist. "
+                f"Valid aliases: {self.options.served_model_name}.",
+                "NotFoundError",
+                "model",
+            )
         return str(name)
 
     def _new_request(self, body: dict[str, Any], prompt_tokens: int, digest: int) -> SimRequest:
@@ -317,16 +356,28 @@ class EngineServer:
                 "BadRequestError",
                 "max_tokens",
             )
-        if prompt_tokens + max(max_tokens, 0) > max_len or prompt_tokens >= max_len:
+        # vLLM 0.32 (recorded in tests/data/real-vllm-0.32.0-cpu-contract.json): a prompt that
+        # fills the context and max_tokens over max_model_len are refused; a prompt plus
+        # max_tokens over it is not: generation stops at the context end (finish "length").
+        if prompt_tokens >= max_len:
             raise _HTTPError(
                 400,
-                f"This model's maximum context length is {max_len} tokens. However, you "
-                f"requested {prompt_tokens + max_tokens} tokens ({prompt_tokens} in the "
-                f"messages, {max_tokens} in the completion). Please reduce the length of the "
-                "messages or completion.",
+                f"This model's maximum context length is {max_len} tokens. However, your "
+                f"prompt contains at least {prompt_tokens} input tokens, which exceeds this "
+                "limit even without any output tokens. Please reduce the length of the input "
+                f"prompt. (parameter=input_tokens, value={prompt_tokens})",
                 "BadRequestError",
                 "input_tokens",
             )
+        if max_tokens > max_len:
+            raise _HTTPError(
+                400,
+                f"max_tokens={max_tokens} cannot be greater than max_model_len={max_len}. "
+                f"Please request fewer output tokens. (parameter=max_tokens, value={max_tokens})",
+                "BadRequestError",
+                "max_tokens",
+            )
+        max_tokens = min(max_tokens, max_len - prompt_tokens)
         for flag in ("stream", "ignore_eos"):
             if flag in body and not isinstance(body[flag], bool):
                 raise _HTTPError(
@@ -356,7 +407,8 @@ class EngineServer:
         else:
             raise _HTTPError(
                 400,
-                "prompt must be a string or a list of token ids (one prompt)",
+                "Either prompt or prompt_embeds must be provided and non-empty "
+                "(the simulator takes one string or one list of token ids). (parameter=prompt)",
                 "BadRequestError",
                 "prompt",
             )
@@ -368,6 +420,15 @@ class EngineServer:
         body = await _json_body(request)
         model = self._check_model(body)
         messages = body.get("messages")
+        if messages is None:
+            # A missing required field fails vLLM's request model (pydantic) validation.
+            raise _HTTPError(
+                400,
+                "1 validation error:\n  {'type': 'missing', 'loc': 'body.messages', "
+                "'msg': 'Field required'}",
+                "Bad Request",
+                "body.messages",
+            )
         if not isinstance(messages, list) or not messages:
             raise _HTTPError(
                 400, "messages must be a non-empty list", "BadRequestError", "messages"
@@ -410,21 +471,26 @@ class EngineServer:
             text = "".join(words)
             choice: dict[str, Any] = {"index": 0, "logprobs": None}
             if chat:
-                choice["message"] = {"role": "assistant", "content": text}
+                message: dict[str, Any] = {"role": "assistant", "content": text}
+                message.update(dict.fromkeys(_NULL_CHAT_MESSAGE))
+                choice["message"] = message
             else:
                 choice["text"] = text
             choice["finish_reason"] = req.finished_reason
             choice["stop_reason"] = None
-            return web.json_response(
-                {
-                    "id": rid,
-                    "object": "chat.completion" if chat else "text_completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [choice],
-                    "usage": _usage(req),
-                }
-            )
+            choice.update(dict.fromkeys(_NULL_CHAT_CHOICE if chat else _NULL_COMPLETION_CHOICE))
+            usage: dict[str, Any] = {**_usage(req), **dict.fromkeys(_NULL_USAGE)}
+            payload: dict[str, Any] = {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": usage,
+                "system_fingerprint": _SYSTEM_FINGERPRINT,
+            }
+            payload.update(dict.fromkeys(_NULL_CHAT_TOP if chat else _NULL_COMPLETION_TOP))
+            return web.json_response(payload)
         finally:
             self.engine.abort(req)  # no-op when finished; frees blocks when the client left
 
@@ -445,7 +511,14 @@ class EngineServer:
         await resp.prepare(request)
         obj = "chat.completion.chunk" if chat else "text_completion"
 
+        options = body.get("stream_options") or {}
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+
         def chunk(delta_text: str | None, finish: str | None, role: bool = False) -> bytes:
+            # vLLM 0.32's chunks: the chat role chunk carries prompt_* at the top level and
+            # no token_ids; other chunks carry token_ids (and prompt_token_ids for
+            # completions); stop_reason comes with every completion chunk but only with the
+            # final chat chunk.
             choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
             if chat:
                 delta: dict[str, Any] = {}
@@ -454,15 +527,25 @@ class EngineServer:
                 if delta_text is not None:
                     delta["content"] = delta_text
                 choice["delta"] = delta
+                if not role:
+                    choice["token_ids"] = None
+                if finish is not None:
+                    choice["stop_reason"] = None
             else:
                 choice["text"] = delta_text or ""
-            payload = {
+                choice.update(stop_reason=None, prompt_token_ids=None, token_ids=None)
+            payload: dict[str, Any] = {
                 "id": rid,
                 "object": obj,
                 "created": created,
                 "model": model,
                 "choices": [choice],
             }
+            if role:
+                payload.update(prompt_token_ids=None, prompt_text=None)
+            if finish is not None and not include_usage:
+                # Without a usage chunk, vLLM puts the fingerprint on the final chunk.
+                payload["system_fingerprint"] = _SYSTEM_FINGERPRINT
             return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
         with contextlib.suppress(ConnectionResetError):
@@ -476,8 +559,7 @@ class EngineServer:
             # The last token travels with finish_reason, as vLLM's final delta does.
             last = _word(digest, pending) if pending is not None else ""
             await resp.write(chunk(last, req.finished_reason))
-            options = body.get("stream_options") or {}
-            if isinstance(options, dict) and options.get("include_usage"):
+            if include_usage:
                 usage = {
                     "id": rid,
                     "object": obj,
@@ -485,6 +567,7 @@ class EngineServer:
                     "model": model,
                     "choices": [],
                     "usage": _usage(req),
+                    "system_fingerprint": _SYSTEM_FINGERPRINT,
                 }
                 await resp.write(
                     b"data: " + json.dumps(usage, separators=(",", ":")).encode() + b"\n\n"
@@ -509,8 +592,17 @@ def _usage(req: SimRequest) -> dict[str, int]:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _HTTPError(400, f"request body is not valid JSON: {exc}", "BadRequestError") from None
+    except json.JSONDecodeError as exc:
+        # vLLM reports a malformed body as a request validation error located in the body.
+        raise _HTTPError(
+            400,
+            f"1 validation error:\n  {{'type': 'json_invalid', 'loc': 'body.{exc.pos}', "
+            f"'msg': 'JSON decode error', 'ctx': {{'error': '{exc.msg}'}}}}",
+            "Bad Request",
+            f"body.{exc.pos}",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise _HTTPError(400, f"request body is not UTF-8: {exc}", "Bad Request", "body") from None
     if not isinstance(body, dict):
         raise _HTTPError(400, "request body must be a JSON object", "BadRequestError")
     return body

@@ -61,8 +61,9 @@ class TwinBackend:
         state_dir: where the twin records what it started (default: the user cache dir).
         strategy: gateway routing, one of ``weighted``, ``weighted-strict``, ``least-request``,
             ``queue-aware``.
-        engine: ``sim`` (the simulated engine) or a command prefix (list) taking the
-            ``serve MODEL ...`` flags of ``labctl sim serve``.
+        engine: ``sim`` (the simulated engine), ``vllm`` (real vLLM, CPU build, serving a
+            tiny model: ``make real-engine`` first; at most 3 engines) or a command prefix
+            (list) taking the ``serve MODEL ...`` flags of ``labctl sim serve``.
         model_load_s: simulated model-load time of each new group.
         sync_period_s: HPA sync period.
         downscale_stabilization_s: the controller's default scale-down window.
@@ -87,10 +88,13 @@ class TwinBackend:
         self.state_dir = resolve_state_dir(state_dir)
         if engine == "sim":
             command = [sys.executable, "-m", "labutils.sim"]
+        elif engine == "vllm":
+            # Real vLLM (CPU build, tiny model) behind the same interface: labutils.realengine.
+            command = [sys.executable, "-m", "labutils.realengine"]
         elif isinstance(engine, list):
             command = list(engine)
         else:
-            raise TwinError(f"engine {engine!r}; choose 'sim' or a command list")
+            raise TwinError(f"engine {engine!r}; choose 'sim', 'vllm' or a command list")
         self.options = TwinOptions(
             strategy=strategy,
             engine_command=command,
@@ -226,6 +230,11 @@ class TwinBackend:
                 pass
         kill_recorded([r for r in records if r.get("pid")])  # whatever is left (crashes)
         controller_file.unlink(missing_ok=True)
+        if not any(_alive(r) for r in records if r.get("pid")):
+            # No running state may outlive the processes (a reset leaves nothing behind);
+            # events.jsonl, logs/ and rendered/ stay to explain what happened.
+            for name in ("state.json", "haproxy.sock", "master.sock"):
+                (self.state_dir / name).unlink(missing_ok=True)
         return running
 
     def leftovers(self) -> dict[str, Any]:

@@ -13,7 +13,9 @@ __all__ = ["register"]
 
 
 def _backend(args: argparse.Namespace) -> TwinBackend:
-    engine: str | list[str] = args.engine if args.engine == "sim" else shlex.split(args.engine)
+    engine: str | list[str] = (
+        args.engine if args.engine in ("sim", "vllm") else shlex.split(args.engine)
+    )
     return TwinBackend(
         args.state_dir,
         strategy=getattr(args, "strategy", "weighted"),
@@ -79,7 +81,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--state-dir", help="where the twin records its processes (default: "
                        "$LAB_STATE_DIR or the user cache dir)")  # fmt: skip
-        p.add_argument("--engine", default="sim", help="'sim' or an engine command prefix")
+        p.add_argument(
+            "--engine",
+            default="sim",
+            help="'sim', 'vllm' (real vLLM CPU build) or an engine command prefix",
+        )
 
     up = sub.add_parser("up", help="start (or keep) the twin from the rendered manifests")
     common(up)

@@ -495,6 +495,7 @@ class _Controller:
                     scaler.recommendations = prior.recommendations
                     scaler.scale_up_events = prior.scale_up_events
                     scaler.scale_down_events = prior.scale_down_events
+                    scaler.seeded = prior.seeded
                 self.autoscalers[hpa.target_name] = scaler
             await self._reload_haproxy()
         await self._reconcile()

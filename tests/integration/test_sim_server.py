@@ -154,7 +154,7 @@ def test_bad_input_gets_vllm_errors_and_the_server_keeps_serving(server: Any) ->
         client.completions.create(model="no-such-model", prompt="x", max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="at least 1"):
         client.completions.create(model=MODEL, prompt="x", max_tokens=-3)
-    with pytest.raises(openai.BadRequestError, match="maximum context length is 4096"):
+    with pytest.raises(openai.BadRequestError, match="cannot be greater than max_model_len=4096"):
         client.completions.create(model=MODEL, prompt="x", max_tokens=10**9)
     with pytest.raises(openai.BadRequestError, match="maximum context length"):
         client.completions.create(model=MODEL, prompt=list(range(5000)), max_tokens=1)

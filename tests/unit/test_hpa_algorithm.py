@@ -293,3 +293,14 @@ def test_manifest_errors_name_the_field() -> None:
         hpa_spec_from_manifest(_manifest(maxReplicas=0))
     with pytest.raises(ConfigError, match=r"selectPolicy 'Most'"):
         hpa_spec_from_manifest(_manifest(behavior={"scaleUp": {"selectPolicy": "Most"}}))
+
+
+def test_new_hpa_cannot_scale_down_before_one_window() -> None:
+    # recordInitialRecommendation seeds a new HPA's history with the current replica count: an
+    # idle target at 2 stays at 2 for the scale-down window, with or without behavior.
+    for behavior in (None, Behavior()):
+        hpa = Autoscaler(_spec(behavior), downscale_stabilization_s=300)
+        first = hpa.sync(0, 2, _at(0.0, 2))
+        assert first.metric_replicas == 0 and first.desired_replicas == 2
+        assert hpa.sync(150, 2, _at(0.0, 2)).desired_replicas == 2
+        assert hpa.sync(301, 2, _at(0.0, 2)).desired_replicas == 1

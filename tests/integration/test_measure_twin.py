@@ -1,0 +1,40 @@
+"""run_monitored_load against a real twin (simulated engines): every request accounted for on
+both sides, the client's TTFT covering the servers', and the plots drawn from the run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from twin_fixtures import ENGINE, write_rendered
+
+from labutils import measure
+from labutils.loadtest import open_loop
+from labutils.twin import TwinBackend
+
+
+def test_monitored_load_through_the_gateway(tmp_path: Path) -> None:
+    rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1, "us-west-2b": 1})
+    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.2, time_scale=0.2)
+    try:
+        twin.up(rendered, timeout_s=60)
+        engines = measure.simulated_engines(twin)
+        schedule = open_loop(10, arrival="poisson", requests=24, input_tokens=32,
+                             output_tokens=8)  # fmt: skip
+        run = measure.run_monitored_load(twin, schedule, interval_s=0.3, progress=False)
+    finally:
+        twin.down()
+    assert twin.leftovers()["pids"] == []
+    assert set(engines["zone"]) == {"us-west-2a", "us-west-2b"} and engines["simulated"].all()
+    assert measure.check_every_request_has_outcome(run.result).startswith("OK")
+    table = measure.client_server_ttft(run).set_index("zone")
+    assert table.loc["all", "client_requests"] == table.loc["all", "server_requests"] == 24
+    assert set(table.index) == {"all", "us-west-2a", "us-west-2b"}
+    assert measure.check_client_ttft_covers_server(table.reset_index()).startswith("OK")
+    # scrapes before, during and after the load, on the load's clock
+    times = sorted({s.time_s for s in run.scrapes})
+    assert times[0] <= run.started_at <= times[-1]
+    assert not run.replicas.empty and set(run.replicas["replicas"]) == {1}
+    fig = measure.plot_server_timeline(run, title="t")
+    assert len(fig.axes) == 4

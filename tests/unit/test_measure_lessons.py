@@ -1,0 +1,120 @@
+"""labutils.measure: server histograms over a run, client vs server TTFT, the lesson checks."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from labutils.backend import MetricsScrape
+from labutils.errors import ValidationError
+from labutils.loadtest.schedule import open_loop
+from labutils.loadtest.sender import LoadTestResult, RequestRecord
+from labutils.measure import (
+    MonitoredRun,
+    check_client_ttft_covers_server,
+    check_every_request_has_outcome,
+    check_latency_rises_past_knee,
+    client_server_ttft,
+    fixed_size_manifests,
+    outcome_counts,
+    server_histograms,
+    simulated_label,
+)
+
+FIXTURE = Path(__file__).parents[1] / "data" / "vllm-0.32.0-cpu-metrics.txt"
+FIXTURE_COUNT = 2164  # vllm:time_to_first_token_seconds_count in the recorded scrape
+FIXTURE_MEAN_S = 1801.4604887962341 / 2164
+
+
+def _scrape(time_s: float, group: str = "g-0", zone: str = "z") -> MetricsScrape:
+    return MetricsScrape(zone, group, time_s, FIXTURE.read_text())
+
+
+def _result(ttfts_s: list[float], *, drop_last: bool = False) -> LoadTestResult:
+    schedule = open_loop(10, arrival="constant", requests=len(ttfts_s), output_tokens=4)
+    records = []
+    for i, (at, ttft) in enumerate(zip(schedule.offsets_s.tolist(), ttfts_s, strict=True)):
+        r = RequestRecord(index=i, scheduled_s=at, sent_s=at, zone="z", group="g-0")
+        r.chunk_times_s = [at + ttft + 0.01 * k for k in range(4)]
+        r.first_token_s, r.end_s = r.chunk_times_s[0], r.chunk_times_s[-1]
+        r.outcome, r.status, r.output_tokens = "ok", 200, 4
+        records.append(r)
+    if drop_last:
+        records.pop()
+    return LoadTestResult(schedule, records, "http://127.0.0.1:1", "m", True, 100.0, 2.0)
+
+
+def test_server_histograms_subtract_the_baseline_and_count_new_groups_from_zero() -> None:
+    same = server_histograms([_scrape(90.0), _scrape(110.0)], since_s=100.0)
+    assert same["all"]["server_ttft"].count == 0  # nothing happened between the two scrapes
+    late = server_histograms([_scrape(110.0, group="g-1")], since_s=100.0)
+    assert late["z"]["server_ttft"].count == FIXTURE_COUNT
+    assert late["z"]["server_ttft"].total_s / FIXTURE_COUNT == pytest.approx(FIXTURE_MEAN_S)
+
+
+def test_client_server_table_reads_both_sides() -> None:
+    ttfts = [0.5 + 0.01 * i for i in range(20)]
+    run = MonitoredRun(_result(ttfts), [_scrape(110.0)], pd.DataFrame(), started_at=100.0)
+    table = client_server_ttft(run, quantiles=(0.5,)).set_index("zone")
+    assert table.loc["all", "client_requests"] == 20
+    assert table.loc["all", "server_requests"] == FIXTURE_COUNT
+    assert table.loc["all", "client_p50_ms"] == pytest.approx(595.0)
+    assert table.loc["all", "server_mean_ms"] == pytest.approx(FIXTURE_MEAN_S * 1e3)
+    floor, p50 = table.loc["all", "server_p50_floor_ms"], table.loc["all", "server_p50_ms"]
+    assert floor <= p50 and not math.isnan(floor)
+    # different request counts on the two sides are a failed lesson, named per zone
+    with pytest.raises(ValidationError, match="client saw 20"):
+        check_client_ttft_covers_server(table.reset_index())
+
+
+def _table(client_p50_ms: float) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "zone": "all", "client_requests": 10, "server_requests": 10, "client_mean_ms": 300.0,
+        "server_queue_plus_prefill_mean_ms": 250.0, "client_p50_ms": client_p50_ms,
+        "server_p50_ms": 300.0, "server_p50_floor_ms": 250.0,
+    }])  # fmt: skip
+
+
+def test_client_ttft_check() -> None:
+    assert check_client_ttft_covers_server(_table(260.0)).startswith("OK")
+    with pytest.raises(ValidationError, match=r"p50 TTFT 200\.0 ms below the server's bucket"):
+        check_client_ttft_covers_server(_table(200.0))
+
+
+def test_outcome_check_counts_every_scheduled_request() -> None:
+    ok = _result([0.1] * 5)
+    assert "all 5" in check_every_request_has_outcome(ok)
+    assert outcome_counts(ok).set_index("outcome").loc["ok", "requests"] == 5
+    with pytest.raises(ValidationError, match="4 records for 5 scheduled"):
+        check_every_request_has_outcome(_result([0.1] * 5, drop_last=True))
+
+
+def test_knee_check() -> None:
+    rising = pd.DataFrame({
+        "step": ["a", "b", "c", "d"], "output_throughput": [100.0, 200.0, 290.0, 300.0],
+        "p99_e2el_ms": [1000.0, 1050.0, 1300.0, 4000.0],
+    })  # fmt: skip
+    assert "knee at c" in check_latency_rises_past_knee(rising)
+    flat = rising.assign(p99_e2el_ms=[1000.0, 1010.0, 1020.0, 1100.0])
+    with pytest.raises(ValidationError, match="rose only"):
+        check_latency_rises_past_knee(flat)
+
+
+def test_simulated_label() -> None:
+    engines = pd.DataFrame([{"zone": "z", "group": "g", "simulated": True, "gpu": "A10G",
+                             "model": "m", "tensor_parallel_size": "4",
+                             "pipeline_parallel_size": "2"}])  # fmt: skip
+    assert simulated_label(engines) == "simulated A10G engines (TP=4, PP=2) serving m"
+    assert simulated_label(engines.assign(simulated=False)) == ""
+
+
+def test_fixed_size_manifests_leave_out_only_the_hpas(tmp_path: Path) -> None:
+    out = fixed_size_manifests(tmp_path / "fixed")
+    zones = sorted(p.name for p in (out / "zones").iterdir())
+    assert zones  # every zone of lab.yaml rendered
+    for zone in zones:
+        names = {p.name for p in (out / "zones" / zone).iterdir()}
+        assert "hpa.yaml" not in names and "lws.yaml" in names

@@ -283,6 +283,11 @@ def _cases(tmp: Path, metrics_url: str, closed: str) -> dict[str, Case]:
         "lab run: unknown notebook": Case(
             ["lab", "run", "99-nope.ipynb", "--out", str(tmp / "reports")], 2,
             r"notebook 99-nope\.ipynb not found; choose one of", [tmp / "reports"]),
+        "plan: missing rendered folder": Case(
+            ["plan", "--rendered", str(tmp / "nowhere")], 1,
+            r"nowhere: not a folder of rendered manifests"),
+        "realengine: --replicas 9": Case(
+            ["realengine", "serve", "--replicas", "9"], 2, r"--replicas 9: choose 1, 2 or 3"),
         "sizing: unknown model": Case(["sizing", "candidates", "acme/nope"], 2,
                                       r"unknown model 'acme/nope'; choose one of"),
     }  # fmt: skip

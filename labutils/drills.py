@@ -53,6 +53,8 @@ __all__ = [
     "check_drill",
     "check_no_failover",
     "drills_frame",
+    "engines_label",
+    "health_frame",
     "health_settings",
     "plot_timeline",
     "run_drill",
@@ -230,6 +232,48 @@ def health_settings(backend: Backend) -> dict[str, HealthSettings]:
         )
         for z in spec.zones
     }
+
+
+def engines_label(backend: Backend) -> str:
+    """What serves the requests, for plot titles (the twin's engines are simulated)."""
+    if backend.target == "local":
+        gpus = sorted(set(health_frame(backend)["gpu"]))
+        return f"simulated {'/'.join(gpus)} engines on the local twin"
+    return f"{backend.target} cluster"
+
+
+def health_frame(backend: Backend) -> pd.DataFrame:
+    """Per zone: what runs (model, GPU, simulated or not) and the health-check prediction.
+
+    Read from the rendered manifests the backend runs; ``simulated`` is true on the local twin
+    (its engines are the lab's simulator, labelled with the GPU they simulate).
+    """
+    from labutils.twin.spec import load_twin_spec
+
+    spec = load_twin_spec(_rendered_dir(backend))
+    settings = health_settings(backend)
+    rows = []
+    for z in spec.zones:
+        h = settings[z.zone]
+        rows.append(
+            {
+                "zone": z.zone,
+                "model": z.engine.model,
+                "instance_type": z.instance_type,
+                "gpu": z.gpu,
+                "tp": z.engine.tensor_parallel_size,
+                "pp": z.engine.pipeline_parallel_size,
+                "groups": z.replicas,
+                "weight": z.weight,
+                "simulated": backend.target == "local",
+                "check_interval_s": h.interval_s,
+                "unhealthy_threshold": h.unhealthy_threshold,
+                "healthy_threshold": h.healthy_threshold,
+                "time_scale": h.time_scale,
+                "predicted_detect_max_s": round(h.predicted_detect_s, 3),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 # --- observing HAProxy ---------------------------------------------------------------------

@@ -58,6 +58,7 @@ __all__ = [
     "health_settings",
     "plot_timeline",
     "run_drill",
+    "running_manifests",
 ]
 
 DRILLS = ("zone-kill", "group-crash", "group-unhealthy", "group-slow", "lb-restart")
@@ -198,8 +199,9 @@ def drills_frame(results: Sequence[DrillResult]) -> pd.DataFrame:
 
 
 # --- health settings from the manifests --------------------------------------------------
-def _rendered_dir(backend: Backend) -> Path:
-    """The rendered manifests the backend runs (the twin records them), else a fresh render."""
+def running_manifests(backend: Backend) -> Path:
+    """The rendered manifests folder the backend runs (the twin records it), else a fresh
+    render of ``manifests/`` into a temporary folder."""
     state_dir = getattr(backend, "state_dir", None)
     if state_dir is not None:
         from labutils.twin.state import read_state
@@ -219,7 +221,7 @@ def health_settings(backend: Backend) -> dict[str, HealthSettings]:
     """Each zone's health check from the rendered Service annotations (x the twin's scale)."""
     from labutils.twin.spec import load_twin_spec
 
-    spec = load_twin_spec(_rendered_dir(backend))
+    spec = load_twin_spec(running_manifests(backend))
     options = getattr(backend, "options", None)
     scale = float(getattr(options, "time_scale", 1.0))
     return {
@@ -250,7 +252,7 @@ def health_frame(backend: Backend) -> pd.DataFrame:
     """
     from labutils.twin.spec import load_twin_spec
 
-    spec = load_twin_spec(_rendered_dir(backend))
+    spec = load_twin_spec(running_manifests(backend))
     settings = health_settings(backend)
     rows = []
     for z in spec.zones:
@@ -313,8 +315,13 @@ class _HaproxyWatch:
         return bool(found) and all(not s.startswith("UP") for s in found)
 
     def all_up(self, groups: Sequence[str]) -> bool:
-        found = self.statuses(groups)
-        return bool(found) and all(s == "UP" for s in found)
+        return _all_up(self.statuses(groups))
+
+
+def _all_up(statuses: Sequence[str]) -> bool:
+    # MAINT: a slot taken out on purpose (e.g. the HPA scaled that group away meanwhile)
+    serving = [s for s in statuses if s != "MAINT"]
+    return bool(serving) and all(s == "UP" for s in serving)
 
 
 def _socket_of(backend: Backend) -> Path | None:
@@ -538,7 +545,7 @@ def _first_time(
         values = list(current.values())
         if want == "out" and values and all(not v.startswith("UP") for v in values):
             return s.time_s
-        if want == "up" and values and all(v == "UP" for v in values):
+        if want == "up" and _all_up(values):
             return s.time_s
     return math.nan
 

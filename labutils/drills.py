@@ -23,7 +23,9 @@ The zone and group faults use the twin's ``fail``/``restore``; on other backends
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import math
 import os
 import signal
@@ -57,6 +59,7 @@ __all__ = [
     "health_frame",
     "health_settings",
     "plot_timeline",
+    "register",
     "run_drill",
     "running_manifests",
 ]
@@ -199,6 +202,19 @@ def drills_frame(results: Sequence[DrillResult]) -> pd.DataFrame:
 
 
 # --- health settings from the manifests --------------------------------------------------
+def _running_options(backend: Backend) -> dict[str, Any]:
+    """The options the running twin was started with (its state), else the backend's own."""
+    state_dir = getattr(backend, "state_dir", None)
+    if state_dir is not None:
+        from labutils.twin.state import read_state
+
+        options = (read_state(Path(state_dir)) or {}).get("options")
+        if options:
+            return dict(options)
+    own = getattr(backend, "options", None)
+    return dataclasses.asdict(own) if dataclasses.is_dataclass(own) else {}  # type: ignore[arg-type]
+
+
 def running_manifests(backend: Backend) -> Path:
     """The rendered manifests folder the backend runs (the twin records it), else a fresh
     render of ``manifests/`` into a temporary folder."""
@@ -222,8 +238,7 @@ def health_settings(backend: Backend) -> dict[str, HealthSettings]:
     from labutils.twin.spec import load_twin_spec
 
     spec = load_twin_spec(running_manifests(backend))
-    options = getattr(backend, "options", None)
-    scale = float(getattr(options, "time_scale", 1.0))
+    scale = float(_running_options(backend).get("time_scale", 1.0))
     return {
         z.zone: HealthSettings(
             z.zone,
@@ -413,8 +428,7 @@ async def _sleep_until(perf_s: float) -> None:
 
 
 def _strategy(backend: Backend) -> str:
-    options = getattr(backend, "options", None)
-    return str(getattr(options, "strategy", "gateway"))
+    return str(_running_options(backend).get("strategy", "gateway"))
 
 
 async def _drill(
@@ -849,3 +863,51 @@ def plot_timeline(
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
+
+
+# --- CLI ---------------------------------------------------------------------------------
+def _cmd_drill(args: argparse.Namespace) -> int:
+    from labutils.backend import get_backend
+
+    options = {"state_dir": args.state_dir} if args.state_dir else {}
+    backend = get_backend(args.target_backend, **options)
+    result = run_drill(
+        backend,
+        args.drill,
+        args.on,
+        rate_rps=args.rate,
+        duration_s=args.duration,
+        fault_at_s=args.fault_at,
+        restore_at_s=args.restore_at,
+        seed=args.seed,
+    )
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(drills_frame([result]).T.to_string(header=False))
+    if args.plot:
+        plot_timeline(
+            result.to_frame(), result.marks, title=f"{args.drill} on {result.target}"
+        ).savefig(args.plot, dpi=110)
+        print(f"timeline written to {args.plot}")
+    if args.check:
+        check_drill(result)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``labctl drill``."""
+    p = subparsers.add_parser(
+        "drill",
+        help="inject a fault under open-loop load and measure detection, errors and recovery",
+    )
+    p.add_argument("drill", choices=DRILLS)
+    p.add_argument("--on", help="zone (zone-kill) or group (group-*); default the first")
+    p.add_argument("--target", dest="target_backend", help="local or eks (default $LAB_TARGET)")
+    p.add_argument("--state-dir", help="the twin's state dir (default $LAB_STATE_DIR)")
+    p.add_argument("--rate", type=float, default=20.0, help="requests/s (Poisson)")
+    p.add_argument("--duration", type=float, default=8.0, help="seconds of load (<= 120)")
+    p.add_argument("--fault-at", type=float, default=2.0, help="seconds into the load")
+    p.add_argument("--restore-at", type=float, help="seconds into the load (default: after it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="write the timeline figure to this PNG file")
+    p.add_argument("--check", action="store_true", help="exit non-zero if the lesson fails")
+    p.set_defaults(handler=_cmd_drill)

@@ -7,6 +7,8 @@ dead part must be out within 3 s (+ slack for a loaded machine).
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,3 +128,27 @@ def test_weighted_strict_keeps_sending_the_dead_zone_its_share(tmp_path: Path) -
     drills.check_no_failover(result)
     with pytest.raises(ValidationError, match="after the health checks"):
         drills.check_drill(result)
+
+
+def _labctl(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.run([sys.executable, "-m", "labutils.cli", *args], capture_output=True,
+                          text=True, timeout=60, env=env)  # fmt: skip
+
+
+def test_cli_slow_group_drill_and_one_line_errors(twin: TwinBackend, tmp_path: Path) -> None:
+    state = str(twin.state_dir)
+    png = tmp_path / "slow.png"
+    done = _labctl("drill", "group-slow", "--target", "local", "--state-dir", state, "--on",
+                   "vllm-us-west-2a-0", "--rate", "10", "--duration", "2.5", "--fault-at", "0.5",
+                   "--plot", str(png), "--check")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "group-slow" in done.stdout and "failed " in done.stdout
+    assert png.stat().st_size > 10_000
+    groups = twin.groups()
+    assert set(groups[groups["role"] == "leader"]["fault"]) == {"ok"}  # the slow fault lifted
+    bad = _labctl("drill", "group-crash", "--target", "local", "--state-dir", state, "--on",
+                  "vllm-nowhere-0")  # fmt: skip
+    assert bad.returncode == 2
+    assert "choose one of: vllm-us-west-2a-0" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

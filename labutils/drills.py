@@ -192,6 +192,10 @@ class DrillResult:
             "detect_s": round(self.detect_s, 3),
             "predicted_detect_max_s": round(bound, 3),
             "recover_s": round(self.recover_s, 3),
+            # the health-check part of recovery only: a recreated group also starts and loads
+            "predicted_rise_max_s": round(self.health.predicted_rise_s, 3)
+            if self.health
+            else math.nan,
             "detection_source": self.detection_source,
         }
 

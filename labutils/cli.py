@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "labutils.manifests",
     "labutils.sim.cli",
     "labutils.twin.cli",
+    "labutils.drills",
     "labutils.loadtest.cli",
     "labutils.cluster.cli",
     "labutils.lab",

@@ -90,6 +90,7 @@ class LoadTestResult:
     wall_s: float  # from offset 0 to the last outcome
     max_in_flight: int = 0  # the open loop's cap on outstanding requests (0: none)
     cap_waits: int = 0  # times the sender had to wait for the cap before its next send
+    t0_perf_s: float = math.nan  # time.perf_counter() at offset 0 (aligns other clocks)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per request with latencies derived (NaN where the request failed).
@@ -529,6 +530,7 @@ async def run_load_async(
         wall_s=wall_s,
         max_in_flight=sender.max_in_flight if schedule.is_open_loop else 0,
         cap_waits=sender.cap_waits,
+        t0_perf_s=sender.t0,
     )
 
 

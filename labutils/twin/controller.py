@@ -105,6 +105,7 @@ class _Controller:
         self.control_port = 0
         self.stopping = asyncio.Event()
         self.session: aiohttp.ClientSession | None = None
+        self.config_generation = 0
         self.weights: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.phase = "starting"
@@ -212,9 +213,11 @@ class _Controller:
 
     async def _write_haproxy_config(self) -> Path:
         assert self.layout is not None
+        self.config_generation += 1
         cfg = hp.render_haproxy_config(self.spec, self.layout, self._slots(),
                                        strategy=self.options.strategy,
-                                       time_scale=self.options.time_scale)  # fmt: skip
+                                       time_scale=self.options.time_scale,
+                                       generation=self.config_generation)  # fmt: skip
         path = self.state_dir / "haproxy.cfg"
         path.write_text(cfg)
         check = await asyncio.create_subprocess_exec(
@@ -249,8 +252,33 @@ class _Controller:
         await self._write_haproxy_config()
         assert self.haproxy is not None
         self.haproxy.send_signal(signal.SIGUSR2)  # master-worker: hitless reload
-        await asyncio.sleep(0.3)
+        await self._wait_config_generation()
         self.weights.clear()
+
+    async def _wait_config_generation(self, timeout_s: float = 15.0) -> None:
+        # The reload is asynchronous: until the new worker has taken over the listeners, new
+        # connections still meet the old config (e.g. the old route weights). Wait for it.
+        assert self.layout is not None
+        url = f"http://127.0.0.1:{self.layout.stats_port}/lab/config-generation"
+        want = str(self.config_generation)
+        deadline = time.monotonic() + timeout_s
+        seen = "nothing"
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with (
+                    aiohttp.ClientSession(
+                        connector=aiohttp.TCPConnector(force_close=True)
+                    ) as session,
+                    session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp,
+                ):
+                    seen = (await resp.text()).strip()
+                    if seen == want:
+                        return
+            await asyncio.sleep(0.05)
+        raise TwinError(
+            f"HAProxy reload did not take over within {timeout_s:.0f} s: "
+            f"{url} says config {seen}, want {want}; see logs/haproxy.log"
+        )
 
     async def _runtime(self, command: str) -> str:
         assert self.layout is not None

@@ -173,6 +173,7 @@ def render_haproxy_config(
     *,
     strategy: str = "weighted",
     time_scale: float = 1.0,
+    generation: int = 0,
 ) -> str:
     """The full ``haproxy.cfg`` for ``spec`` with the given server slots.
 
@@ -182,6 +183,8 @@ def render_haproxy_config(
         slots: every server slot of every zone (enabled ones have a port).
         strategy: one of :data:`STRATEGIES`.
         time_scale: multiplies health-check intervals (tests use < 1 to run faster).
+        generation: served at ``/lab/config-generation`` on the stats port, so a reload can
+            wait until the new worker (and its listeners) took over.
 
     Raises:
         TwinError: unknown strategy.
@@ -211,6 +214,8 @@ def render_haproxy_config(
         "frontend stats",
         f"    bind 127.0.0.1:{layout.stats_port}",
         "    http-request use-service prometheus-exporter if { path /metrics }",
+        f'    http-request return status 200 content-type text/plain string "{generation}"'
+        " if { path /lab/config-generation }",
         "    stats enable",
         "    stats uri /stats",
         "",

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -87,13 +88,20 @@ def test_success_codes_regex() -> None:
         success_codes_regex("")
 
 
-def _render(tmp_path: Path, strategy: str, weights: dict[str, int]) -> str:
-    spec = twin_spec_from_objects(_objects(weights))
+def _parts(
+    tmp_path: Path, weights: dict[str, int] | None = None
+) -> tuple[Any, HaproxyLayout, list[Slot]]:
+    spec = twin_spec_from_objects(_objects(weights or {"us-west-2a": 1, "us-west-2b": 1}))
     zones = [z.zone for z in spec.zones]
     layout = HaproxyLayout(20000, {z: 20001 + i for i, z in enumerate(zones)}, 20010,
                            tmp_path / "h.sock", tmp_path / "zones.map")  # fmt: skip
     slots = [Slot(z.zone, f"{z.lws}-{g}", 30000 + g if g < 2 else None)
              for z in spec.zones for g in range(4)]  # fmt: skip
+    return spec, layout, slots
+
+
+def _render(tmp_path: Path, strategy: str, weights: dict[str, int]) -> str:
+    spec, layout, slots = _parts(tmp_path, weights)
     return render_haproxy_config(spec, layout, slots, strategy=strategy, time_scale=0.2)
 
 
@@ -164,3 +172,12 @@ def test_route_timeout_maps_to_haproxy(tmp_path: Path) -> None:
         twin_spec_from_objects(objs)
     cfg = _render(tmp_path, "weighted", {"us-west-2a": 1})
     assert "timeout server 3600000ms" in cfg  # no timeouts.request: bounded at 1 h
+
+
+def test_config_serves_its_generation_on_the_stats_port(tmp_path: Path) -> None:
+    # The controller waits after a reload until the stats port answers the new generation.
+    spec, layout, slots = _parts(tmp_path)
+    for generation in (1, 7):
+        cfg = render_haproxy_config(spec, layout, slots, generation=generation)
+        stats = cfg.split("frontend stats", 1)[1].split("frontend gateway", 1)[0]
+        assert f'string "{generation}" if {{ path /lab/config-generation }}' in stats

@@ -62,10 +62,13 @@ def _combined_report(executed: list[Path], report: Path) -> None:
 
     combined = nbformat.v4.new_notebook()
     combined.metadata = nbformat.read(executed[0], as_version=4).metadata
-    for path in executed:
+    for index, path in enumerate(executed):
         nb = nbformat.read(path, as_version=4)
         combined.cells.append(nbformat.v4.new_markdown_cell(f"---\n# Notebook `{path.name}`"))
-        combined.cells.extend(nb.cells)
+        for cell in nb.cells:
+            # Cell ids are unique per notebook only; prefix them so the report stays valid.
+            cell["id"] = f"nb{index:02d}-{cell.get('id', len(combined.cells))}"
+            combined.cells.append(cell)
     body, _ = HTMLExporter().from_notebook_node(combined)
     report.write_text(body)
 

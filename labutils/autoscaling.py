@@ -12,6 +12,7 @@ shorten the HPA's windows/periods with :func:`drill_manifests` (said so, with bo
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -271,11 +272,13 @@ def example_policies(spec: HpaSpec, time_scale: float = 1.0) -> dict[str, Behavi
 def decisions(backend: Any, hpa: str | None = None, *, since_s: float = 0.0) -> pd.DataFrame:
     """One row per HPA sync with its inputs: replicas, the metric's average, target, pods.
 
-    ``t_s`` is the sync's time relative to ``since_s`` (e.g. ``run.started_at``).
+    ``t_s`` is the sync's time relative to ``since_s`` (e.g. ``run.started_at``). On ``eks``
+    the rows are the HPAs' rescale events and their status now (column ``source``): a cluster
+    does not expose each sync's inputs, so ``usage`` (except in the status row), the pod counts
+    and ``metric_replicas``/``stabilized_replicas`` are NaN there.
 
     Raises:
-        MetricsError: the backend does not log HPA decisions with inputs (the EKS backend:
-            read ``kubectl describe hpa`` and its events instead).
+        MetricsError: the backend has no ``hpa_events()``, or nothing was logged yet.
     """
     reader = getattr(backend, "hpa_events", None)
     if reader is None:
@@ -296,6 +299,8 @@ def decisions(backend: Any, hpa: str | None = None, *, since_s: float = 0.0) -> 
     keep = ["t_s", "time_s", "hpa", "metric", "current_replicas", "usage", "target", "ready_pods",
             "missing_pods", "unready_pods", "metric_replicas", "stabilized_replicas",
             "desired_replicas", "reason", "limit_reason"]  # fmt: skip
+    if "source" in out:  # a cluster's rows: say which are events and which the status
+        keep.append("source")
     for column in keep:
         if column not in out:
             out[column] = np.nan
@@ -318,11 +323,55 @@ def replica_counts(log: pd.DataFrame) -> list[int]:
     return sorted(int(v) for v in seen)
 
 
+def _inputs_observed(log: pd.DataFrame) -> bool:
+    # A cluster's rows (EksBackend.hpa_events) carry a "source" and no per-sync inputs.
+    return "source" not in log.columns
+
+
+_NOT_OBSERVABLE = (
+    "not checkable on eks: the Kubernetes API keeps no per-sync HPA inputs (per-pod metric "
+    "values, ready/missing pods, recommendations), only rescale events and the current status"
+)
+
+
+def _ups(log: pd.DataFrame) -> pd.DataFrame:
+    return log[_direction(log) > 0]
+
+
+def _downs(log: pd.DataFrame) -> pd.DataFrame:
+    return log[_direction(log) < 0]
+
+
+def _direction(log: pd.DataFrame) -> pd.Series:
+    """+1 scale-up, -1 scale-down, 0 none, per row.
+
+    Where the replicas before a rescale are unknown (a cluster's first rescale event seen), the
+    HPA controller's reason says the direction ("... above target" / "All metrics below
+    target", or the min/max replica bounds).
+    """
+    desired = pd.to_numeric(log["desired_replicas"], errors="coerce")
+    current = pd.to_numeric(log["current_replicas"], errors="coerce")
+    known = (desired - current).clip(-1.0, 1.0).fillna(0.0)
+    if "reason" not in log:
+        return known
+    reason = log["reason"].astype("string").fillna("")
+    up = reason.str.contains("above target|below Spec.MinReplicas", regex=True)
+    down = reason.str.contains("below target|above Spec.MaxReplicas", regex=True)
+    guessed = up.astype(float) - down.astype(float)
+    unknown = current.isna() & desired.notna()
+    return known.where(~unknown, guessed)
+
+
 def replay(log: pd.DataFrame, spec: HpaSpec) -> pd.DataFrame:
     """Recompute every logged decision with :class:`labutils.hpa.Autoscaler` from its inputs.
 
-    Adds ``replayed_metric_replicas`` and ``replayed_desired_replicas``.
+    Adds ``replayed_metric_replicas`` and ``replayed_desired_replicas``. On a cluster's rows
+    (no per-sync inputs) both are NaN and ``attrs["not_checkable"]`` says why.
     """
+    if not _inputs_observed(log):
+        out = log.assign(replayed_metric_replicas=math.nan, replayed_desired_replicas=math.nan)
+        out.attrs["not_checkable"] = _NOT_OBSERVABLE
+        return out
     scaler = Autoscaler(spec)
     metric: list[float] = []
     desired: list[int] = []
@@ -347,9 +396,13 @@ def what_if(
     the policy decides; it does not model that extra groups would also shorten the queue.
 
     Returns:
-        Long frame: time_s, policy, replicas (after the sync), per_group_queue.
+        Long frame: time_s, policy, replicas (after the sync), per_group_queue; empty on a
+        cluster's rows (the recorded queue per sync is not observable there).
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
+    columns = ["time_s", "policy", "replicas", "per_group_queue"]
+    if not _inputs_observed(log):
+        return pd.DataFrame(rows, columns=columns)
     for label, behavior in behaviors.items():
         scaler = Autoscaler(with_behavior(spec, behavior))
         replicas = int(log["current_replicas"].iloc[0])
@@ -363,11 +416,13 @@ def what_if(
             replicas = decision.desired_replicas
             rows.append({"time_s": row["time_s"], "policy": label, "replicas": replicas,
                          "per_group_queue": average})  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)
 
 
 def what_if_summary(frame: pd.DataFrame, *, start_s: float) -> pd.DataFrame:
     """Per policy: first scale-up and first scale-down (s after ``start_s``), peak, group-hours."""
+    if frame.empty:
+        warnings.warn(f"what-if: no recorded queue to replay ({_NOT_OBSERVABLE})", stacklevel=2)
     rows = []
     for policy, part in frame.groupby("policy", sort=False):
         t = part["time_s"].to_numpy(float)
@@ -383,7 +438,9 @@ def what_if_summary(frame: pd.DataFrame, *, start_s: float) -> pd.DataFrame:
             "first scale-down (s)": down[0] - start_s if down.size else np.nan,
             "group-seconds": round(group_s, 1),
         })  # fmt: skip
-    return pd.DataFrame(rows)
+    columns = ["policy", "first scale-up (s)", "peak groups", "first scale-down (s)",
+               "group-seconds"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
 
 
 # --- checks --------------------------------------------------------------------------------
@@ -393,7 +450,7 @@ def check_scaled_up(log: pd.DataFrame) -> str:
     Raises:
         ValidationError: no sync decided more replicas than it found.
     """
-    ups = log[log["desired_replicas"] > log["current_replicas"]]
+    ups = _ups(log)
     if ups.empty:
         peak = log["usage"].max()
         raise ValidationError(
@@ -402,6 +459,12 @@ def check_scaled_up(log: pd.DataFrame) -> str:
         )
     first = ups.iloc[0]
     peak = int(log["desired_replicas"].max())
+    if not _inputs_observed(log):
+        before = "?" if pd.isna(first["current_replicas"]) else int(first["current_replicas"])
+        return (
+            f"OK: scaled up {len(ups)} times (rescale events), first {before} -> "
+            f"{int(first['desired_replicas'])} ({first['reason']}); peak {peak} groups"
+        )
     return (
         f"OK: scaled up {len(ups)} times, first {int(first['current_replicas'])} -> "
         f"{int(first['desired_replicas'])} at queue {first['usage']:.1f}/group "
@@ -419,13 +482,15 @@ def check_scale_down_after_window(log: pd.DataFrame, spec: HpaSpec, *, slack_s: 
     behavior = spec.behavior or Behavior()
     window = behavior.scale_down.stabilization_window_s
     window_s = 300.0 if window is None else window
-    downs = log[log["desired_replicas"] < log["current_replicas"]]
+    downs = _downs(log)
     if downs.empty:
         raise ValidationError(
             f"HPA {spec.name} did not scale down within the watch; watch longer than the "
             f"{window_s:g} s window (settle_s)"
         )
     first = downs.iloc[0]
+    if not _inputs_observed(log):
+        return _check_down_from_events(log, first, spec.name, window_s, slack_s)
     before = log[(log["time_s"] < first["time_s"])
                  & (log["metric_replicas"] >= first["current_replicas"])]  # fmt: skip
     if before.empty:
@@ -444,12 +509,41 @@ def check_scale_down_after_window(log: pd.DataFrame, spec: HpaSpec, *, slack_s: 
     )
 
 
+def _check_down_from_events(
+    log: pd.DataFrame, first: Any, name: str, window_s: float, slack_s: float
+) -> str:
+    # Without the recommendations, the last scale-up is the latest moment known to have
+    # recommended more groups: the window must have passed since then (a necessary condition).
+    ups = _ups(log)
+    ups = ups[ups["time_s"] < first["time_s"]]
+    if ups.empty:
+        return (
+            f"OK: scale-down to {int(first['desired_replicas'])} with no earlier scale-up seen; "
+            "the window since the last high recommendation is " + _NOT_OBSERVABLE
+        )
+    waited_s = float(first["time_s"] - ups["time_s"].max())
+    if waited_s + slack_s < window_s:
+        raise ValidationError(
+            f"HPA {name} scaled down {waited_s:.1f} s after its last scale-up (event), inside "
+            f"its {window_s:g} s stabilization window"
+        )
+    return (
+        f"OK: first scale-down to {int(first['desired_replicas'])} came {waited_s:.1f} s after "
+        f"the last scale-up (window {window_s:g} s; rescale events only, the recommendations "
+        "in between are not observable on eks)"
+    )
+
+
 def check_decisions_match(replayed: pd.DataFrame) -> str:
     """Every logged decision equals :mod:`labutils.hpa` recomputed from its logged inputs.
+
+    On a cluster's rows it returns "not checkable on eks: ..." (no inputs to recompute from).
 
     Raises:
         ValidationError: naming the first sync that differs.
     """
+    if "not_checkable" in replayed.attrs or not _inputs_observed(replayed):
+        return str(replayed.attrs.get("not_checkable", _NOT_OBSERVABLE))
     differ = replayed[replayed["replayed_desired_replicas"] != replayed["desired_replicas"]]
     if not differ.empty:
         row = differ.iloc[0]
@@ -581,6 +675,10 @@ def plot_what_if(frame: pd.DataFrame, *, start_s: float) -> Figure:
     ax.set_xlabel("time since the load step started (s)")
     ax.set_ylabel("replicas (groups)")
     ax.set_title("Same recorded queue, different HPA behavior (labutils.hpa)")
-    ax.legend(fontsize="x-small")
+    if frame.empty:
+        ax.text(0.5, 0.5, "no recorded per-sync queue on this target", ha="center",
+                va="center", transform=ax.transAxes)  # fmt: skip
+    if not frame.empty:
+        ax.legend(fontsize="x-small")
     fig.tight_layout()
     return fig

@@ -7,7 +7,9 @@ server-side apply with field manager ``labutils``.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import time
 import warnings
 from collections.abc import Iterable
@@ -17,6 +19,7 @@ from typing import Any
 import pandas as pd
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 from tqdm.auto import tqdm
 
 from labutils.backend import Endpoints, GroupEndpoint, MetricsScrape
@@ -83,6 +86,64 @@ def _leader_container(lws: dict[str, Any]) -> dict[str, Any]:
     return dict(containers[0])
 
 
+# The HPA controller's rescale event (pkg/controller/podautoscaler/horizontal.go):
+# reason SuccessfulRescale, message "New size: %d; reason: %s".
+_RESCALE_MESSAGE = re.compile(r"New size: (\d+); reason: (.*)", re.S)
+HPA_EVENT_COLUMNS = (
+    "time_s", "kind", "object", "hpa", "source", "current_replicas", "metric_replicas",
+    "stabilized_replicas", "desired_replicas", "rescale", "reason", "limit_reason", "message",
+)  # fmt: skip
+
+
+def _epoch_s(stamp: Any) -> float:
+    """Seconds since the epoch of an API timestamp (RFC 3339 text or datetime); NaN if unset."""
+    if stamp is None or stamp == "":
+        return math.nan
+    return float(pd.Timestamp(stamp).timestamp())
+
+
+def _event_times_s(event: dict[str, Any]) -> list[float]:
+    # core/v1 Events aggregate repeats: count + first/lastTimestamp; occurrences between the
+    # first and the last are not kept by the API, so only those two are reported.
+    first = _epoch_s(event.get("firstTimestamp"))
+    last = _epoch_s(event.get("lastTimestamp"))
+    if math.isnan(last):
+        last = _epoch_s(
+            event.get("eventTime") or event.get("metadata", {}).get("creationTimestamp")
+        )
+    if math.isnan(first):
+        first = last
+    count = int(event.get("count") or 1)
+    return [first] if count <= 1 or first == last else [first, last]
+
+
+def _quantity(value: Any) -> float:
+    return math.nan if value is None else float(parse_quantity(value))
+
+
+def _hpa_metric(entry: dict[str, Any]) -> tuple[str, float, float]:
+    """(name, current, target) of one HPA ``spec.metrics``/``status.currentMetrics`` entry."""
+    kind = str(entry.get("type", ""))
+    source = entry.get(kind[:1].lower() + kind[1:]) or {}
+    name = str((source.get("metric") or {}).get("name") or source.get("name") or kind.lower())
+    target = source.get("target") or {}
+    current = source.get("current") or {}
+
+    def pick(values: dict[str, Any]) -> float:
+        if "averageUtilization" in values:
+            return float(values["averageUtilization"])
+        return _quantity(values.get("averageValue", values.get("value")))
+
+    return name, pick(current), pick(target)
+
+
+def _hpa_condition(hpa: dict[str, Any], kind: str) -> dict[str, Any]:
+    for condition in (hpa.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return {}
+
+
 class EksBackend:
     """The lab on a real cluster (``LAB_TARGET=eks``).
 
@@ -121,12 +182,19 @@ class EksBackend:
 
     # ------------------------------------------------------------ low-level helpers
     def _list(
-        self, api_version: str, kind: str, namespace: str | None, selector: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        selector: str | None = None,
+        field_selector: str | None = None,
     ) -> list[dict[str, Any]]:
         resource = self.conn.resource(api_version, kind)
         where = f" in {namespace}" if namespace else ""
         with api_errors(f"list {kind}{where}", self.conn):
-            result = resource.get(namespace=namespace, label_selector=selector)
+            result = resource.get(
+                namespace=namespace, label_selector=selector, field_selector=field_selector
+            )
         return [dict(item) for item in result.to_dict().get("items", [])]
 
     def _get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
@@ -526,6 +594,76 @@ class EksBackend:
         columns = ["time", "type", "reason", "object", "message", "count"]
         frame = pd.DataFrame(rows, columns=columns)
         return frame.sort_values("time").reset_index(drop=True)
+
+    def hpa_events(self) -> pd.DataFrame:
+        """The HPAs' rescales (from their events) and current status, as the twin's columns.
+
+        One row per ``SuccessfulRescale`` event (``desired_replicas`` from "New size: N",
+        ``current_replicas`` the size of the HPA's previous rescale, NaN before the first one
+        seen) and one ``status`` row per HPA read now (``currentReplicas``, ``desiredReplicas``,
+        ``currentMetrics``, the ``ScalingActive``/``ScalingLimited`` conditions). A cluster does
+        not expose each sync's per-pod inputs or recommendations: ``metric_replicas``,
+        ``stabilized_replicas`` and the ``<metric>:ready_pods``-style columns are NaN.
+
+        Raises:
+            ClusterError: the HPAs or events cannot be listed (API error or RBAC).
+        """
+        hpas = self._list("autoscaling/v2", "HorizontalPodAutoscaler", self.namespace)
+        events = self._list("v1", "Event", self.namespace, field_selector=(
+            "involvedObject.kind=HorizontalPodAutoscaler,reason=SuccessfulRescale"))  # fmt: skip
+        rows: list[dict[str, Any]] = []
+        for hpa in sorted(hpas, key=lambda o: o["metadata"]["name"]):
+            name = hpa["metadata"]["name"]
+            metrics = [_hpa_metric(m) for m in (hpa.get("spec") or {}).get("metrics") or []]
+            metric, _, target = metrics[0] if metrics else ("", math.nan, math.nan)
+            ref = f"HorizontalPodAutoscaler/{name}"
+            nan_inputs = {f"{metric}:{k}": math.nan for k in (
+                "usage", "replicas", "ready_pods", "missing_pods", "unready_pods")}  # fmt: skip
+            rescales = []
+            for event in events:
+                if (event.get("involvedObject") or {}).get("name") != name:
+                    continue
+                found = _RESCALE_MESSAGE.match(str(event.get("message", "")))
+                if found is None:
+                    continue
+                for time_s in _event_times_s(event):
+                    rescales.append((time_s, int(found[1]), found[2].strip(), event["message"]))
+            previous = math.nan
+            for time_s, size, reason, message in sorted(rescales):
+                rows.append({
+                    **nan_inputs, "time_s": time_s, "kind": "hpa", "object": ref, "hpa": name,
+                    "source": "event SuccessfulRescale", "current_replicas": previous,
+                    "metric_replicas": math.nan, "stabilized_replicas": math.nan,
+                    "desired_replicas": size, "rescale": True, "reason": reason,
+                    "limit_reason": "", "message": message, f"{metric}:target": target,
+                })  # fmt: skip
+                previous = float(size)
+            status = hpa.get("status") or {}
+            usage = math.nan
+            for entry in status.get("currentMetrics") or []:
+                observed_name, observed, _ = _hpa_metric(entry)
+                if observed_name == metric:
+                    usage = observed
+            active = _hpa_condition(hpa, "ScalingActive")
+            limited = _hpa_condition(hpa, "ScalingLimited")
+            current = status.get("currentReplicas")
+            desired = status.get("desiredReplicas")
+            rows.append({
+                **nan_inputs, "time_s": time.time(), "kind": "hpa", "object": ref, "hpa": name,
+                "source": "status", "current_replicas": math.nan if current is None else current,
+                "metric_replicas": math.nan, "stabilized_replicas": math.nan,
+                "desired_replicas": math.nan if desired is None else desired,
+                "rescale": current is not None and desired is not None and current != desired,
+                "reason": f"{active.get('reason', '')}: {active.get('message', '')}".strip(": "),
+                "limit_reason": limited.get("reason", "") if limited.get("status") == "True"
+                else "",
+                "message": f"lastScaleTime {status.get('lastScaleTime') or 'never'}",
+                f"{metric}:usage": usage, f"{metric}:target": target,
+            })  # fmt: skip
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            return pd.DataFrame(columns=list(HPA_EVENT_COLUMNS))
+        return frame.sort_values("time_s", kind="stable").reset_index(drop=True)
 
     def reset(
         self,

@@ -39,7 +39,9 @@ Where it differs from a real API server (on purpose, to stay small):
 - pods have no kubelet: "ready" is set by the fake LWS controller, a deleted pod goes at once
   (no grace period), and the proxy forwards every pod to the one ``proxy_upstream``;
 - discovery lists every verb for every resource and no short names or categories.
-- Events are ``v1`` core events written by the fake controller only.
+- Events are ``v1`` core events written by the fake LWS controller, or planted by a test with
+  :meth:`FakeKube.record_event` (e.g. the HPA controller's ``SuccessfulRescale``); there is no
+  HPA controller: an HPA's ``status`` is whatever the test stores with :meth:`FakeKube.put`.
 """
 
 from __future__ import annotations
@@ -421,6 +423,34 @@ class FakeKube:
                 for key in self.objects
                 if key[0] == group and key[1] == plural and namespace in (None, key[2])
             }
+
+    def record_event(
+        self,
+        namespace: str,
+        involved: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        first_timestamp: str | None = None,
+        last_timestamp: str | None = None,
+        count: int = 1,
+        component: str = "test",
+        etype: str = "Normal",
+    ) -> dict[str, Any]:
+        """Store a core/v1 Event about a stored object, as a controller's event recorder would
+        (``count`` with first/last timestamps for an aggregated repeat)."""
+        meta = involved["metadata"]
+        first = first_timestamp or _now()
+        return self.put("", "events", namespace, {
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}"},
+            "involvedObject": {
+                "kind": involved.get("kind", ""), "name": meta["name"], "namespace": namespace,
+                "uid": meta.get("uid", ""), "apiVersion": involved.get("apiVersion", "v1"),
+            },
+            "reason": reason, "message": message, "type": etype, "count": count,
+            "firstTimestamp": first, "lastTimestamp": last_timestamp or first,
+            "source": {"component": component},
+        })  # fmt: skip
 
     def add_gpu_node(self, zone: str, gpus: int = 8) -> None:
         """Add a node in ``zone`` with ``nvidia.com/gpu`` allocatable."""

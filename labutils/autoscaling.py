@@ -275,7 +275,8 @@ def decisions(backend: Any, hpa: str | None = None, *, since_s: float = 0.0) -> 
     ``t_s`` is the sync's time relative to ``since_s`` (e.g. ``run.started_at``). On ``eks``
     the rows are the HPAs' rescale events and their status now (column ``source``): a cluster
     does not expose each sync's inputs, so ``usage`` (except in the status row), the pod counts
-    and ``metric_replicas``/``stabilized_replicas`` are NaN there.
+    and ``metric_replicas``/``stabilized_replicas`` are NaN there, and rescale events before
+    ``since_s`` (an earlier run's) are left out.
 
     Raises:
         MetricsError: the backend has no ``hpa_events()``, or nothing was logged yet.
@@ -291,6 +292,10 @@ def decisions(backend: Any, hpa: str | None = None, *, since_s: float = 0.0) -> 
         raise MetricsError("no HPA sync logged yet; is an HPA in the rendered manifests?")
     if hpa:
         frame = frame[frame["hpa"].eq(hpa)]
+    if "source" in frame:
+        # A cluster keeps Events for an hour: rescales of an earlier run are not this run's.
+        # Event timestamps have whole seconds, hence the floor.
+        frame = frame[frame["time_s"] >= math.floor(since_s)]
     metric_cols = [c for c in frame.columns if ":" in c]
     metric = metric_cols[0].split(":")[0] if metric_cols else ""
     out = frame.rename(columns={f"{metric}:{k}": k for k in (
@@ -518,8 +523,9 @@ def _check_down_from_events(
     ups = ups[ups["time_s"] < first["time_s"]]
     if ups.empty:
         return (
-            f"OK: scale-down to {int(first['desired_replicas'])} with no earlier scale-up seen; "
-            "the window since the last high recommendation is " + _NOT_OBSERVABLE
+            f"not checkable on eks: a scale-down to {int(first['desired_replicas'])} but no "
+            f"earlier scale-up to time the {window_s:g} s window from (the HPA's "
+            "recommendations are not kept by the Kubernetes API)"
         )
     waited_s = float(first["time_s"] - ups["time_s"].max())
     if waited_s + slack_s < window_s:

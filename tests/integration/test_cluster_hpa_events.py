@@ -70,6 +70,9 @@ def _plant(kube: FakeKube, t0: float, down_after_up_s: float) -> dict[str, Any]:
         stored[name] = kube.put("autoscaling", "horizontalpodautoscalers", NAMESPACE, obj)
     a, b = stored[HPA], stored["vllm-us-west-2b"]
     rescale = {"reason": "SuccessfulRescale", "component": "horizontal-pod-autoscaler"}
+    # an earlier run's scale-down, still kept by the API (events live an hour)
+    kube.record_event(NAMESPACE, a, message=f"New size: 1; reason: {DOWN}",
+                      first_timestamp=_stamp(t0 - 600), **rescale)  # fmt: skip
     kube.record_event(NAMESPACE, a, message=f"New size: 2; reason: {UP}",
                       first_timestamp=_stamp(t0 + 10), **rescale)  # fmt: skip
     kube.record_event(NAMESPACE, a, message=f"New size: 3; reason: {UP}",
@@ -104,8 +107,8 @@ def test_decisions_and_checks_from_rescale_events(kube: FakeKube, tmp_path: Path
     assert list(log["source"]) == ["event SuccessfulRescale"] * 3 + ["status"]
     assert list(log["t_s"].iloc[:3]) == [10.0, 70.0, 400.0]
     assert list(log["desired_replicas"]) == [2, 3, 2, 2]
-    assert math.isnan(log["current_replicas"].iloc[0])  # before the first event: unknown
-    assert list(log["current_replicas"].iloc[1:]) == [2, 3, 2]
+    # the earlier run's event is left out, but tells the size before this run's first rescale
+    assert list(log["current_replicas"]) == [1, 2, 3, 2]
     assert (log["metric"] == METRIC).all() and (log["target"] == 5.0).all()
     assert log["usage"].iloc[-1] == pytest.approx(3.5)  # status.currentMetrics, "3500m"
     assert log["usage"].iloc[:3].isna().all()  # per-sync inputs: not exposed by the API
@@ -113,7 +116,7 @@ def test_decisions_and_checks_from_rescale_events(kube: FakeKube, tmp_path: Path
     assert log["reason"].iloc[-1].startswith("ValidMetricFound")
 
     up = autoscaling.check_scaled_up(log)
-    assert up.startswith("OK: scaled up 2 times") and "? -> 2" in up and "peak 3" in up
+    assert up.startswith("OK: scaled up 2 times") and "1 -> 2" in up and "peak 3" in up
     spec = hpa_spec_from_manifest(hpas[HPA])
     down = autoscaling.check_scale_down_after_window(log, spec)
     assert "330.0 s after the last scale-up" in down and "window 300 s" in down
@@ -127,7 +130,9 @@ def test_decisions_and_checks_from_rescale_events(kube: FakeKube, tmp_path: Path
     with pytest.warns(UserWarning, match="not checkable on eks"):
         summary = autoscaling.what_if_summary(alternatives, start_s=t0)
     assert summary.empty and "peak groups" in summary.columns
-    assert autoscaling.replica_counts(log) == [2, 3]
+    texts = [t.get_text() for t in autoscaling.plot_what_if(alternatives, start_s=t0).axes[0].texts]
+    assert texts == ["no recorded per-sync queue on this target"]
+    assert autoscaling.replica_counts(log) == [1, 2, 3]
 
 
 def test_scale_down_inside_the_window_fails_on_events(kube: FakeKube, tmp_path: Path) -> None:
@@ -147,6 +152,10 @@ def test_aggregated_event_and_no_scale_up(kube: FakeKube, tmp_path: Path) -> Non
                       count=2)  # fmt: skip
     log = autoscaling.decisions(_backend(kube, tmp_path), hpa=HPA, since_s=t0)
     assert list(log["t_s"].iloc[:2]) == [0.0, 50.0]
+    assert math.isnan(log["current_replicas"].iloc[0])  # before the first event: unknown
     assert log["current_replicas"].isna().iloc[-1]  # no status yet: nothing invented
     with pytest.raises(ValidationError, match="never scaled up"):
         autoscaling.check_scaled_up(log)
+    # a scale-down ("below target") with no scale-up before it: the window cannot be timed
+    verdict = autoscaling.check_scale_down_after_window(log, hpa_spec_from_manifest(hpa))
+    assert verdict.startswith("not checkable on eks: ") and "to 1" in verdict

@@ -18,7 +18,7 @@ import asyncio
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -428,14 +428,15 @@ def scrape_urls(
     return run_sync(scrape_urls_async(urls, timeout_s=timeout_s))
 
 
-async def monitor_async(
-    urls: Mapping[tuple[str, str], str],
+async def _monitor_loop(
+    scrape: Callable[[], Awaitable[list[MetricsScrape]]],
     *,
-    interval_s: float = 1.0,
-    duration_s: float = 60.0,
-    progress: bool = True,
+    interval_s: float,
+    duration_s: float,
+    progress: bool,
 ) -> list[MetricsScrape]:
-    """Scrape ``urls`` every ``interval_s`` for ``duration_s`` (bounded), with a progress bar."""
+    # One bounded loop for both sources: rounds start on a fixed grid, so a slow scrape delays
+    # only itself, not the following rounds.
     if not interval_s > 0 or not duration_s > 0:
         raise LoadTestError(f"interval_s={interval_s}, duration_s={duration_s}: both must be > 0")
     rounds = max(1, int(duration_s / interval_s) + 1)
@@ -448,9 +449,26 @@ async def monitor_async(
             delay = start + n * interval_s - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            scrapes += await scrape_urls_async(urls, timeout_s=min(interval_s * 5, 10.0))
+            scrapes += await scrape()
             bar.update(1)
     return scrapes
+
+
+async def monitor_async(
+    urls: Mapping[tuple[str, str], str],
+    *,
+    interval_s: float = 1.0,
+    duration_s: float = 60.0,
+    progress: bool = True,
+) -> list[MetricsScrape]:
+    """Scrape ``urls`` every ``interval_s`` for ``duration_s`` (bounded), with a progress bar."""
+    timeout_s = min(interval_s * 5, 10.0)
+    return await _monitor_loop(
+        lambda: scrape_urls_async(urls, timeout_s=timeout_s),
+        interval_s=interval_s,
+        duration_s=duration_s,
+        progress=progress,
+    )
 
 
 def monitor(
@@ -479,20 +497,14 @@ def monitor_backend(
     Works with either target (the twin scrapes leaders directly, EKS through the API server's
     pod proxy), since both implement :class:`labutils.backend.Backend`.
     """
-    if not interval_s > 0 or not duration_s > 0:
-        raise LoadTestError(f"interval_s={interval_s}, duration_s={duration_s}: both must be > 0")
-    rounds = max(1, int(duration_s / interval_s) + 1)
-    scrapes: list[MetricsScrape] = []
-    start = time.perf_counter()
-    with tqdm(
-        total=rounds, desc="monitor", unit="scrape", disable=not progress, leave=False
-    ) as bar:
-        for n in range(rounds):
-            delay = start + n * interval_s - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            scrapes += backend.scrape_metrics()
-            bar.update(1)
+    scrapes = run_sync(
+        _monitor_loop(
+            lambda: asyncio.to_thread(backend.scrape_metrics),
+            interval_s=interval_s,
+            duration_s=duration_s,
+            progress=progress,
+        )
+    )
     return metrics_frame(scrapes)
 
 

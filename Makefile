@@ -40,7 +40,7 @@ run: setup
 
 lab: setup
 	$(BIN)/labctl twin up
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lint: setup
 	$(BIN)/ruff check labutils tests benchmarks

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,35 @@ DATA = Path(__file__).resolve().parent / "data"
 def data_dir() -> Path:
     """Recorded real data (copied from ../shared/fixtures)."""
     return DATA
+
+
+@pytest.fixture(scope="module")
+def start_sim() -> Iterator[Callable[[str, int], str]]:
+    """Start ``python -m labutils.sim serve`` processes on free ports; stopped after the module.
+
+    The returned function takes the served model name and ``--max-model-len`` and returns the
+    server's base URL (read from the JSON line the simulator prints once it listens).
+    """
+    procs: list[subprocess.Popen[str]] = []
+
+    def _start(served_model_name: str, max_model_len: int = 1024) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labutils.sim", "serve", "meta-llama/Llama-3.1-8B-Instruct",
+             "--port", "0", "--served-model-name", served_model_name,
+             "--max-model-len", str(max_model_len)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        procs.append(proc)
+        assert proc.stdout is not None
+        return f"http://127.0.0.1:{json.loads(proc.stdout.readline())['port']}"
+
+    try:
+        yield _start
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -26,6 +26,8 @@ from labutils.errors import EndpointError, MetricsError
 
 __all__ = [
     "CORE_METRIC_FAMILIES",
+    "SIM_IGNORED_VALUES",
+    "SIM_ONLY_FAMILIES",
     "ContractRequest",
     "MetricFamilyShape",
     "RecordedResponse",
@@ -44,6 +46,15 @@ __all__ = [
 ]
 
 _PROMPT = "The time to first token measures"
+
+# The differences the simulator is allowed, for both the recorded and the live contract tier:
+# it counts prompt tokens with its own approximate tokenizer, so where the context clamps
+# generation the number of generated tokens differs slightly ...
+SIM_IGNORED_VALUES: dict[str, list[str]] = {
+    "clamp_prompt_plus_max_tokens_over_context": ["completion_tokens"]
+}
+# ... and it declares itself simulated on purpose (docs/contracts.md).
+SIM_ONLY_FAMILIES = frozenset({"lab_sim_info"})
 
 # Families the lab reads (monitoring, HPA, dashboards): a simulator must serve each of them,
 # with the real engine's type, labels and buckets. Names as prometheus_client's parser reports

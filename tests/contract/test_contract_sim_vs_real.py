@@ -7,16 +7,15 @@ engine's: response shapes, status codes, error bodies, stream chunk sequences, u
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
 from labutils.realengine import RealEngine, TinyModel
 from labutils.realengine.contract import (
     CORE_METRIC_FAMILIES,
+    SIM_IGNORED_VALUES,
+    SIM_ONLY_FAMILIES,
     Recording,
     compare_metric_families,
     compare_recordings,
@@ -26,37 +25,12 @@ from labutils.realengine.contract import (
 
 pytestmark = pytest.mark.contract
 
-# The simulator counts prompt tokens with its own approximate tokenizer: where the context
-# clamps generation, the number of generated tokens differs slightly.
-IGNORE_VALUES = {"clamp_prompt_plus_max_tokens_over_context": ["completion_tokens"]}
-SIM_ONLY_FAMILIES = {"lab_sim_info"}
-
 
 @pytest.fixture(scope="module")
-def sim_url(real_engine: RealEngine, tiny_model: TinyModel) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "labutils.sim",
-            "serve",
-            "meta-llama/Llama-3.1-8B-Instruct",
-            "--port",
-            "0",
-            "--served-model-name",
-            real_engine.served_model_name,
-            "--max-model-len",
-            str(tiny_model.spec.max_model_len),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        yield f"http://127.0.0.1:{json.loads(proc.stdout.readline())['port']}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def sim_url(
+    real_engine: RealEngine, tiny_model: TinyModel, start_sim: Callable[[str, int], str]
+) -> str:
+    return start_sim(real_engine.served_model_name, tiny_model.spec.max_model_len)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +41,7 @@ def recordings(real_engine: RealEngine, sim_url: str) -> tuple[Recording, Record
 
 def test_api_matches(recordings: tuple[Recording, Recording]) -> None:
     real, sim = recordings
-    assert compare_recordings(real, sim, ignore_values=IGNORE_VALUES) == []
+    assert compare_recordings(real, sim, ignore_values=SIM_IGNORED_VALUES) == []
 
 
 def test_usage_and_lengths_match(recordings: tuple[Recording, Recording]) -> None:

@@ -8,16 +8,15 @@ shapes, status codes, error types, stream chunk sequences and metric families.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from labutils.realengine.contract import (
     CORE_METRIC_FAMILIES,
+    SIM_IGNORED_VALUES,
+    SIM_ONLY_FAMILIES,
     Recording,
     compare_metric_families,
     compare_recordings,
@@ -27,45 +26,11 @@ from labutils.realengine.contract import (
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SERVED = "tiny-llama"
-# Allowed differences: the simulator counts prompt tokens with its own approximate tokenizer,
-# so where the context clamps generation, the number of generated tokens differs slightly.
-IGNORE_VALUES = {"clamp_prompt_plus_max_tokens_over_context": ["completion_tokens"]}
-# Declared by the simulator on purpose (docs/contracts.md): says it is simulated.
-SIM_ONLY_FAMILIES = {"lab_sim_info"}
-
-
-def start_sim(max_model_len: int = 1024) -> tuple[subprocess.Popen[str], str]:
-    """A simulator process serving ``SERVED``; returns it and its URL."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "labutils.sim",
-            "serve",
-            "meta-llama/Llama-3.1-8B-Instruct",
-            "--port",
-            "0",
-            "--served-model-name",
-            SERVED,
-            "--max-model-len",
-            str(max_model_len),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = json.loads(proc.stdout.readline())
-    return proc, f"http://127.0.0.1:{line['port']}"
 
 
 @pytest.fixture(scope="module")
-def sim_recording() -> Iterator[Recording]:
-    proc, url = start_sim()
-    try:
-        yield record(url, SERVED)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def sim_recording(start_sim: Callable[[str, int], str]) -> Recording:
+    return record(start_sim(SERVED, 1024), SERVED)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +44,7 @@ def real_recording() -> Recording:
 def test_sim_answers_like_the_real_engine(
     sim_recording: Recording, real_recording: Recording
 ) -> None:
-    assert compare_recordings(real_recording, sim_recording, ignore_values=IGNORE_VALUES) == []
+    assert compare_recordings(real_recording, sim_recording, ignore_values=SIM_IGNORED_VALUES) == []
 
 
 def test_sim_clamps_generation_at_the_context_end_like_vllm(sim_recording: Recording) -> None:

@@ -35,6 +35,7 @@ with warnings.catch_warnings():
 
 from labutils import catalog
 from labutils._aio import run_sync
+from labutils._progress import show_progress
 from labutils.backend import Backend
 from labutils.config import default_state_dir, lab_target
 from labutils.errors import EndpointError, ManifestError, ValidationError, WaitTimeout
@@ -466,8 +467,7 @@ def watch_apply(
                 if part["ready"].astype(bool).all() and row["ready_s"] != row["ready_s"]:
                     row["ready_s"] = now
             ready = sum(1 for r in seen.values() if r["ready_s"] == r["ready_s"])
-            bar.n = min(ready, want)
-            bar.refresh()
+            show_progress(bar, min(ready, want))
             status = backend.status()
             if ready >= want and not status.empty and bool(_available(status).all()):
                 break

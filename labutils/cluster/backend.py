@@ -22,6 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 from tqdm.auto import tqdm
 
+from labutils._progress import show_progress
 from labutils.backend import Endpoints, GroupEndpoint, MetricsScrape
 from labutils.cluster._connect import FIELD_MANAGER, Connection, api_errors, connect
 from labutils.cluster._objects import LAB_LABEL, LAB_SELECTOR, ZONE_LABEL, load_rendered
@@ -316,9 +317,11 @@ class EksBackend:
                         f"no LeaderWorkerSet labelled {LAB_SELECTOR} in namespace "
                         f"{self.namespace}; apply the rendered manifests first"
                     )
-                bar.total = sum(int(o.get("spec", {}).get("replicas", 1)) for o in items)
-                bar.n = sum(int((o.get("status") or {}).get("readyReplicas") or 0) for o in items)
-                bar.refresh()
+                show_progress(
+                    bar,
+                    sum(int((o.get("status") or {}).get("readyReplicas") or 0) for o in items),
+                    sum(int(o.get("spec", {}).get("replicas", 1)) for o in items),
+                )
                 pending = [o for o in items if not _is_available(o)]
                 if not pending:
                     return self.status()

@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
+from labutils._progress import show_progress
 from labutils.backend import Endpoints, GroupEndpoint, MetricsScrape
 from labutils.config import project_root
 from labutils.errors import EndpointError, TwinError, WaitTimeout
@@ -193,9 +194,7 @@ class TwinBackend:
                 rows = state.get("lws", [])
                 want = sum(r["replicas"] for r in rows)
                 ready = sum(min(r["ready_replicas"], r["replicas"]) for r in rows)
-                bar.total = max(want, 1)
-                bar.n = ready
-                bar.refresh()
+                show_progress(bar, ready, max(want, 1))
                 if rows and ready >= want:
                     return self.status()
                 if time.monotonic() > deadline:

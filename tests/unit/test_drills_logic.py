@@ -116,6 +116,8 @@ def test_split_frame_and_conformance_check() -> None:
     skewed = routing.SplitResult(_load(rows), {"us-west-2a": 50, "us-west-2b": 50})
     with pytest.raises(ValidationError, match=r"us-west-2a: 70\.0% measured vs 50\.0%"):
         routing.check_split(skewed)
+    loose = routing.SplitResult(_load(rows), {"us-west-2a": 50, "us-west-2b": 50}, tolerance=0.25)
+    assert list(routing.check_split(loose)["deviation_pp"]) == [20.0, -20.0]
 
 
 def test_strategy_check_needs_less_traffic_on_the_slow_group() -> None:
@@ -133,6 +135,13 @@ def test_strategy_check_needs_less_traffic_on_the_slow_group() -> None:
     reversed_ = routing.StrategyComparison(slow, {"weighted": leastconn, "least-request": weighted})
     with pytest.raises(ValidationError, match="slow group"):
         routing.check_strategies(reversed_)
+    # against the weight share, not the baseline's random draw: 0.25 by weight, 0.5 measured
+    by_weight = routing.StrategyComparison(
+        slow, {"weighted": leastconn, "least-request": weighted}, static_share=0.25
+    )
+    with pytest.raises(ValidationError, match=r"50\.0% .* not fewer than the 25\.0% a static"):
+        routing.check_strategies(by_weight)
+    assert list(by_weight.to_frame()["static_share"]) == [0.25, 0.25]
     assert isinstance(routing.plot_strategies(frame), Figure)
 
 
@@ -143,3 +152,27 @@ def test_run_drill_rejects_unknown_or_unbounded_drills() -> None:
         drills.run_drill(None, "zone-kill", duration_s=600)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="restore_at_s"):
         drills.run_drill(None, "zone-kill", fault_at_s=3, restore_at_s=2)  # type: ignore[arg-type]
+
+
+def _strict(failed_after: int, after: int, share: float) -> drills.DrillResult:
+    states = _states((0.0, A0, "UP"), (1.5, A0, "DOWN"))
+    rows = [(0.2, 0.3, "ok", B0)]
+    rows += [(2.0 + i * 0.05, 2.1 + i * 0.05, "http_5xx" if i < failed_after else "ok",
+              A0 if i < failed_after else B0) for i in range(after)]  # fmt: skip
+    result = _result(rows, states)
+    result.target_share = share
+    return result
+
+
+def test_no_failover_check_uses_the_binomial_chance_of_so_few_failures() -> None:
+    # 30 requests after detection on a 1/3 split: 10 expected. 4 failures happen by chance
+    # 1.2 % of the time (a "half the expected" rule would fail then); 1 failure: 8e-5.
+    frame = drills.check_no_failover(_strict(4, 30, 1 / 3))
+    assert frame.iloc[0]["failed_after_detection"] == 4
+    with pytest.raises(ValidationError, match=r"only 1 of 30 .* probability 8\.\de-05"):
+        drills.check_no_failover(_strict(1, 30, 1 / 3))
+    with pytest.raises(ValidationError, match="only 0 of 30"):
+        drills.check_no_failover(_strict(0, 30, 1 / 3))
+    with pytest.raises(ValidationError, match="only 12 requests sent after detection, too few"):
+        drills.check_no_failover(_strict(0, 12, 1 / 3))
+    assert drills._binomial_cdf(4, 30, 1 / 3) == pytest.approx(0.01223, abs=1e-5)

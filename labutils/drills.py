@@ -511,7 +511,11 @@ async def _drill(
             leave=False,
             disable=not progress,
         ) as bar:
-            while not _recovered(watch, groups, fault_perf - perf0) and time.monotonic() < deadline:
+            while (
+                not _recovered(watch, groups, fault_perf - perf0)
+                and time.monotonic() < deadline
+                and not watcher.done()  # a crashed watcher raises below, not after the wait
+            ):
                 await asyncio.sleep(_POLL_S)
             bar.update(1)
     stop.set()

@@ -297,7 +297,8 @@ async def runtime_command(socket_path: Path, command: str, timeout_s: float = 5.
     """Send one command to HAProxy's runtime API (stats socket) and return its answer.
 
     Raises:
-        TwinError: the socket is missing or the command was refused.
+        TwinError: the socket is missing, the answer was cut off (HAProxy killed or
+            restarting mid-answer) or the command was refused.
     """
     try:
         reader, writer = await asyncio.wait_for(
@@ -309,6 +310,10 @@ async def runtime_command(socket_path: Path, command: str, timeout_s: float = 5.
         writer.write(command.encode() + b"\n")
         await writer.drain()
         answer = (await asyncio.wait_for(reader.read(), timeout_s)).decode()
+    except (OSError, TimeoutError) as exc:  # HAProxy died or restarted mid-answer
+        raise TwinError(
+            f"HAProxy runtime API {socket_path}: {command!r} cut off ({exc!r}); is it restarting?"
+        ) from None
     finally:
         writer.close()
     lowered = answer.lower()

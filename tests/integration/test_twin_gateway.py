@@ -91,6 +91,22 @@ async def _send(
     return results
 
 
+def _wait_out_of_rotation(twin: TwinBackend, server: str, timeout_s: float = 15.0) -> float:
+    """Seconds until HAProxy's ``show stat`` has ``server`` DOWN in every backend holding it."""
+    from labutils.twin.haproxy import runtime_command
+
+    start = time.monotonic()
+    seen: list[str] = []
+    while time.monotonic() - start < timeout_s:
+        text = asyncio.run(runtime_command(twin.state_dir / "haproxy.sock", "show stat"))
+        seen = [line.split(",")[17] for line in text.splitlines()
+                if line.split(",")[1:2] == [server]]  # fmt: skip
+        if seen and all(s.startswith(("DOWN", "MAINT")) for s in seen):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"{server} still in rotation after {timeout_s} s: {seen}")
+
+
 def test_zone_split_matches_route_weights(twin: TwinBackend) -> None:
     # Gateway API conformance: 500 requests, 5 percentage points per backend, and the test
     # passes when any of 10 attempts does (each request's zone is an independent draw, so a
@@ -223,7 +239,8 @@ def test_weighted_strict_gives_the_dead_zone_share_503(tmp_path: Path) -> None:
     try:
         twin.up(rendered, timeout_s=60)
         twin.fail(zone="us-west-2a", mode="kill")
-        time.sleep(1.0 * 2 + 1.0 + 1.0)  # interval x threshold + interval + slack
+        # interval x threshold + the check in flight, plus slack for a loaded machine
+        assert _wait_out_of_rotation(twin, "vllm-us-west-2a-0") <= 1.0 * 2 + 1.0 + 1.5
         results = asyncio.run(_send(twin.endpoints().gateway_url, 200))
     finally:
         twin.down()
@@ -245,7 +262,7 @@ def test_unhealthy_group_leaves_rotation_and_exporter_shows_it(twin: TwinBackend
     twin.wait_ready(30)
     twin.fail(group="vllm-us-west-2b-0", mode="unhealthy")
     try:
-        time.sleep(1.0 * 2 + 1.0 + 1.0)  # interval x threshold + interval + slack
+        assert _wait_out_of_rotation(twin, "vllm-us-west-2b-0") <= 1.0 * 2 + 1.0 + 1.5
         results = asyncio.run(_send(twin.endpoints().gateway_url, 100))
         assert all(r["status"] == 200 for r in results)
         groups = Counter(r["group"] for r in results)

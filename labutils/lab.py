@@ -73,6 +73,22 @@ def _combined_report(executed: list[Path], report: Path) -> None:
     report.write_text(body)
 
 
+def _ipc_kernel_manager() -> type:
+    """A kernel manager whose kernels talk over Unix sockets in Jupyter's private runtime dir.
+
+    With the default TCP transport every kernel listens unencrypted on loopback ports (and
+    ipykernel warns so into the lab's output); papermill's headless kernels need no TCP.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _IpcKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return _IpcKernelManager
+
+
 def run_lab(
     out_dir: Path | str = "reports",
     *,
@@ -115,6 +131,7 @@ def run_lab(
                 kernel_name="python3",
                 progress_bar=False,
                 execution_timeout=int(timeout_s),
+                kernel_manager_class=_ipc_kernel_manager(),
             )
         except papermill.PapermillExecutionError as exc:
             raise LabError(

@@ -14,6 +14,7 @@ from labutils.lab import run_lab
 def _notebook(path: Path, *cells: str) -> Path:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.metadata["language_info"] = {"name": "python"}
     params = nbformat.v4.new_code_cell('target = "unset"')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, *(nbformat.v4.new_code_cell(c) for c in cells)]

@@ -308,7 +308,7 @@ class _HaproxyWatch:
         self.reachable = True
 
     async def poll(self, t0_perf: float) -> None:
-        from labutils.twin.haproxy import runtime_command
+        from labutils.twin.haproxy import runtime_command, server_stats
 
         try:
             text = await runtime_command(self.socket_path, "show stat", timeout_s=1.0)
@@ -317,14 +317,11 @@ class _HaproxyWatch:
             self.reachable = False  # HAProxy restarting: no answer is a fact, not a state
             return
         now = time.perf_counter() - t0_perf
-        for line in text.splitlines():
-            cols = line.split(",")
-            if len(cols) < 18 or line.startswith("#") or cols[1] in ("FRONTEND", "BACKEND"):
-                continue
-            key, status = (cols[0], cols[1]), cols[17]
-            if self.last.get(key) != status:
-                self.last[key] = status
-                self.states.append(ServerState(now, cols[0], cols[1], status))
+        for row in server_stats(text):
+            key = (row.backend, row.server)
+            if self.last.get(key) != row.status:
+                self.last[key] = row.status
+                self.states.append(ServerState(now, row.backend, row.server, row.status))
 
     def statuses(self, groups: Sequence[str]) -> list[str]:
         return [s for (_, server), s in self.last.items() if server in groups]

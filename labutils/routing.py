@@ -179,8 +179,7 @@ def measure_split(
         )
         load = run_load(schedule, ends.gateway_url, ends.model, headers=ends.headers, timeout_s=60)
         split = SplitResult(load, weights, attempt, tolerance, list(missed))
-        problems = _split_problems(split)
-        if not problems or (load.to_frame()["outcome"] != "ok").any():
+        if any(r.outcome != "ok" for r in load.records) or not _split_problems(split):
             return split
         missed.append(split.to_frame())
     return split
@@ -324,11 +323,10 @@ def compare_strategies(
         backend = lab_backend(target, strategy=strategy, **backend_options)
         try:
             backend.apply()
-            pods = backend.groups()
-            leaders = pods[pods["role"] == "leader"]
-            if not slow:
-                slow = str(sorted(leaders["group"])[0])
-            if math.isnan(static_share):
+            if not slow or math.isnan(static_share):  # the first strategy's deployment
+                pods = backend.groups()
+                leaders = pods[pods["role"] == "leader"]
+                slow = slow or str(sorted(leaders["group"])[0])
                 static_share = _static_share(backend, leaders, slow)
             fail = getattr(backend, "fail", None)
             if fail is not None:

@@ -308,13 +308,9 @@ class _Controller:
                 await self._runtime(f"set server {be}/{group.name} state maint")
 
     async def _sessions(self, group: _Group) -> int:
-        text = await self._runtime("show stat")
-        total = 0
-        for line in text.splitlines():
-            cols = line.split(",")
-            if len(cols) > 4 and cols[1] == group.name and cols[0] in self._backends(group):
-                total += int(cols[4] or 0)  # scur
-        return total
+        backends = self._backends(group)
+        rows = hp.server_stats(await self._runtime("show stat"))
+        return sum(r.sessions for r in rows if r.server == group.name and r.backend in backends)
 
     # --- reconcile -----------------------------------------------------------------------
     async def _reconcile(self) -> None:

@@ -31,12 +31,14 @@ from labutils.twin.spec import HeaderModifier, HealthCheck, TwinSpec, ZoneSpec
 __all__ = [
     "STRATEGIES",
     "HaproxyLayout",
+    "ServerStat",
     "Slot",
     "backend_names",
     "haproxy_binary",
     "render_haproxy_config",
     "runtime_command",
     "server_backends",
+    "server_stats",
     "success_codes_regex",
 ]
 
@@ -320,6 +322,30 @@ async def runtime_command(socket_path: Path, command: str, timeout_s: float = 5.
     if "unknown command" in lowered or "no such" in lowered or "require" in lowered:
         raise TwinError(f"HAProxy refused {command!r}: {answer.strip()}")
     return answer
+
+
+@dataclass(frozen=True)
+class ServerStat:
+    """One server row of ``show stat``: the backend, the server (a group), its status, sessions."""
+
+    backend: str
+    server: str
+    status: str  # UP, DOWN, MAINT, DRAIN, "UP 1/2" (going down), "DOWN 1/2" (going up), ...
+    sessions: int  # scur: connections open right now
+
+
+def server_stats(show_stat: str) -> list[ServerStat]:
+    """The server rows of a ``show stat`` answer (CSV; field 4 ``scur``, field 17 ``status``).
+
+    Header, FRONTEND and BACKEND rows are left out.
+    """
+    rows = []
+    for line in show_stat.splitlines():
+        cols = line.split(",")
+        if len(cols) < 18 or line.startswith("#") or cols[1] in ("FRONTEND", "BACKEND"):
+            continue
+        rows.append(ServerStat(cols[0], cols[1], cols[17], int(cols[4] or 0)))
+    return rows
 
 
 def server_backends(spec: TwinSpec, zone: str, strategy: str) -> list[str]:

@@ -93,14 +93,13 @@ async def _send(
 
 def _wait_out_of_rotation(twin: TwinBackend, server: str, timeout_s: float = 15.0) -> float:
     """Seconds until HAProxy's ``show stat`` has ``server`` DOWN in every backend holding it."""
-    from labutils.twin.haproxy import runtime_command
+    from labutils.twin.haproxy import runtime_command, server_stats
 
     start = time.monotonic()
     seen: list[str] = []
     while time.monotonic() - start < timeout_s:
         text = asyncio.run(runtime_command(twin.state_dir / "haproxy.sock", "show stat"))
-        seen = [line.split(",")[17] for line in text.splitlines()
-                if line.split(",")[1:2] == [server]]  # fmt: skip
+        seen = [row.status for row in server_stats(text) if row.server == server]
         if seen and all(s.startswith(("DOWN", "MAINT")) for s in seen):
             return time.monotonic() - start
         time.sleep(0.05)

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from twin_fixtures import STUB_ENGINE, write_rendered  # noqa: E402
 
-from labutils.twin import STRATEGIES, TwinBackend  # noqa: E402
-from labutils.twin.haproxy import runtime_command  # noqa: E402
+from labutils.targets.twin import STRATEGIES, TwinBackend  # noqa: E402
+from labutils.targets.twin.haproxy import runtime_command  # noqa: E402
 
 ZONES = {"us-west-2a": 1, "us-west-2b": 1}
 BODY = {"model": "llama-3.1-8b", "prompt": "hello", "max_tokens": 1}  # twin_fixtures model

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from twin_fixtures import STUB_ENGINE, write_rendered  # noqa: E402
 
-from labutils.twin import TwinBackend  # noqa: E402
+from labutils.targets.twin import TwinBackend  # noqa: E402
 
 ZONES = {"us-west-2a": 1, "us-west-2b": 1, "us-west-2c": 1}
 

@@ -1,11 +1,38 @@
-"""Progress bars for poll loops that redraw only when something changed."""
+"""Progress bars: one factory for every long wait, and redraws only when something changed.
+
+Bars are for a person watching a wait. Executed notebooks, the HTML report and CI logs keep
+what a bar printed, one chunk per redraw, so ``LAB_PROGRESS=0`` (set by ``labctl lab run`` and
+the test suite) turns every bar off; the results a wait returns are unchanged.
+"""
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any
+import warnings
+from typing import Any, cast
 
-__all__ = ["show_progress"]
+with warnings.catch_warnings():
+    # Without ipywidgets tqdm.auto warns once (TqdmWarning) and falls back to text bars, which
+    # render fine; importing it here, once, keeps that warning out of every notebook.
+    warnings.simplefilter("ignore")
+    from tqdm.auto import tqdm
+
+__all__ = ["progress_bar", "progress_enabled", "show_progress"]
+
+
+def progress_enabled() -> bool:
+    """False when ``LAB_PROGRESS`` is ``0``/``false``/``off`` (headless runs and tests)."""
+    return os.environ.get("LAB_PROGRESS", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def progress_bar(*args: Any, disable: bool = False, **kwargs: Any) -> Any:
+    """A ``tqdm.auto`` bar (``leave=False`` by default), off when :func:`progress_enabled` is
+    False or ``disable`` is set."""
+    kwargs.setdefault("leave", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cast(Any, tqdm)(*args, disable=disable or not progress_enabled(), **kwargs)
 
 
 def show_progress(bar: Any, n: int, total: int | None = None, *, every_s: float = 5.0) -> None:

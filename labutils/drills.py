@@ -23,7 +23,6 @@ The zone and group faults use the twin's ``fail``/``restore``; on other backends
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import math
@@ -32,20 +31,20 @@ import signal
 import tempfile
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
-from labutils.backend import Backend
+from labutils._progress import progress_bar
 from labutils.errors import ConfigError, TwinError, ValidationError
 from labutils.loadtest import LoadTestResult, open_loop, run_load_async
+from labutils.protocol import Backend
+from labutils.targets import fault_injector
 
 __all__ = [
     "DRILLS",
@@ -58,8 +57,6 @@ __all__ = [
     "engines_label",
     "health_frame",
     "health_settings",
-    "plot_timeline",
-    "register",
     "run_drill",
     "running_manifests",
 ]
@@ -208,25 +205,25 @@ def drills_frame(results: Sequence[DrillResult]) -> pd.DataFrame:
 # --- health settings from the manifests --------------------------------------------------
 def _running_options(backend: Backend) -> dict[str, Any]:
     """The options the running twin was started with (its state), else the backend's own."""
-    state_dir = getattr(backend, "state_dir", None)
-    if state_dir is not None:
-        from labutils.twin.state import read_state
+    injector = fault_injector(backend)
+    if injector is not None:
+        from labutils.targets.twin.state import read_state
 
-        options = (read_state(Path(state_dir)) or {}).get("options")
+        options = (read_state(Path(injector.state_dir)) or {}).get("options")
         if options:
             return dict(options)
-    own = getattr(backend, "options", None)
+    own = getattr(backend, "options", None)  # TwinBackend's start options before it runs
     return dataclasses.asdict(own) if dataclasses.is_dataclass(own) else {}  # type: ignore[arg-type]
 
 
 def running_manifests(backend: Backend) -> Path:
     """The rendered manifests folder the backend runs (the twin records it), else a fresh
     render of ``manifests/`` into a temporary folder."""
-    state_dir = getattr(backend, "state_dir", None)
-    if state_dir is not None:
-        from labutils.twin.state import read_state
+    injector = fault_injector(backend)
+    if injector is not None:
+        from labutils.targets.twin.state import read_state
 
-        state = read_state(Path(state_dir)) or {}
+        state = read_state(Path(injector.state_dir)) or {}
         manifests = (state.get("options") or {}).get("manifests")
         if manifests:
             return Path(manifests)
@@ -239,7 +236,7 @@ def running_manifests(backend: Backend) -> Path:
 
 def health_settings(backend: Backend) -> dict[str, HealthSettings]:
     """Each zone's health check from the rendered Service annotations (x the twin's scale)."""
-    from labutils.twin.spec import load_twin_spec
+    from labutils.targets.twin.spec import load_twin_spec
 
     spec = load_twin_spec(running_manifests(backend))
     scale = float(_running_options(backend).get("time_scale", 1.0))
@@ -269,7 +266,7 @@ def health_frame(backend: Backend) -> pd.DataFrame:
     Read from the rendered manifests the backend runs; ``simulated`` is true on the local twin
     (its engines are the lab's simulator, labelled with the GPU they simulate).
     """
-    from labutils.twin.spec import load_twin_spec
+    from labutils.targets.twin.spec import load_twin_spec
 
     spec = load_twin_spec(running_manifests(backend))
     settings = health_settings(backend)
@@ -308,7 +305,7 @@ class _HaproxyWatch:
         self.reachable = True
 
     async def poll(self, t0_perf: float) -> None:
-        from labutils.twin.haproxy import runtime_command, server_stats
+        from labutils.targets.twin.haproxy import runtime_command, server_stats
 
         try:
             text = await runtime_command(self.socket_path, "show stat", timeout_s=1.0)
@@ -341,10 +338,10 @@ def _all_up(statuses: Sequence[str]) -> bool:
 
 
 def _socket_of(backend: Backend) -> Path | None:
-    state_dir = getattr(backend, "state_dir", None)
-    if state_dir is None:
+    injector = fault_injector(backend)
+    if injector is None:
         return None
-    path = Path(state_dir) / "haproxy.sock"
+    path = Path(injector.state_dir) / "haproxy.sock"
     return path if path.exists() else None
 
 
@@ -375,32 +372,32 @@ def _kill_pid(pid: int, what: str) -> None:
 
 
 def _inject(backend: Backend, drill: str, target: str, memo: dict[str, Any]) -> None:
-    fail = getattr(backend, "fail", None)
-    if drill == "zone-kill" and fail is None:
+    injector = fault_injector(backend)
+    if drill == "zone-kill" and injector is None:
         lws = backend.status()
         row = lws[lws["zone"] == target].iloc[0]
         memo["replicas"] = (str(row["lws"]), int(row["replicas"]))
         backend.scale(str(row["lws"]), 0)
         return
-    if fail is None:
+    if injector is None:
         raise ConfigError(
             f"drill {drill} needs the local twin's fault injection; on "
             f"{backend.target} run 'zone-kill' (choose one of: zone-kill)"
         )
     if drill == "zone-kill":
-        fail(zone=target, mode="kill")
+        injector.fail(zone=target, mode="kill")
     elif drill == "group-unhealthy":
-        fail(group=target, mode="unhealthy")
+        injector.fail(group=target, mode="unhealthy")
     elif drill == "group-slow":
-        fail(group=target, mode="slow")
+        injector.fail(group=target, mode="slow")
     elif drill == "group-crash":
         pods = backend.groups()
         row = pods[(pods["group"] == target) & (pods["role"] == "leader")].iloc[0]
         _kill_pid(int(row["pid"]), f"group {target}'s engine")
     elif drill == "lb-restart":
-        from labutils.twin.state import read_state
+        from labutils.targets.twin.state import read_state
 
-        state = read_state(Path(backend.state_dir)) or {}  # type: ignore[attr-defined]
+        state = read_state(Path(injector.state_dir)) or {}
         proxy = next((p for p in state.get("processes", []) if p.get("role") == "haproxy"), None)
         if proxy is None:
             raise TwinError("no HAProxy recorded in the twin's state; is the twin up?")
@@ -412,13 +409,13 @@ def _restore(backend: Backend, drill: str, target: str, memo: dict[str, Any]) ->
         lws, replicas = memo["replicas"]
         backend.scale(lws, replicas)
         return
-    restore = getattr(backend, "restore", None)
-    if restore is None:
+    injector = fault_injector(backend)
+    if injector is None:
         return
     if drill == "zone-kill":
-        restore(zone=target)
+        injector.restore(zone=target)
     elif drill in ("group-unhealthy", "group-slow"):
-        restore(group=target)
+        injector.restore(group=target)
 
 
 # --- the drill -----------------------------------------------------------------------------
@@ -502,7 +499,7 @@ async def _drill(
     lifted = drill in ("group-crash", "lb-restart") or restore_at_s is not None
     if watch is not None and lifted and drill != "group-slow":
         deadline = time.monotonic() + recover_timeout_s
-        with tqdm(
+        with progress_bar(
             total=1,
             desc=f"{drill}: waiting for {name} back in rotation",
             leave=False,
@@ -811,122 +808,3 @@ def check_no_failover(result: DrillResult, *, alpha: float = 1e-4) -> pd.DataFra
             f"zone's share; {failed} or fewer has probability {chance:.1e})"
         )
     return drills_frame([result])
-
-
-# --- plot --------------------------------------------------------------------------------
-_COLORS = {
-    "ok": "tab:green",
-    "http_5xx": "tab:red",
-    "http_4xx": "tab:orange",
-    "connection_refused": "tab:purple",
-    "connection_reset": "tab:brown",
-    "timeout": "tab:gray",
-    "stream_error": "tab:pink",
-    "client_error": "black",
-}
-
-
-def plot_timeline(
-    requests: pd.DataFrame,
-    marks: Mapping[str, float] | None = None,
-    *,
-    bin_s: float = 0.5,
-    title: str = "",
-) -> Figure:
-    """Requests by outcome over time (stacked per ``bin_s`` by send time), events marked.
-
-    Args:
-        requests: :meth:`DrillResult.to_frame` (needs ``sent_s`` and ``outcome``).
-        marks: instants to draw as vertical lines (``DrillResult.marks``).
-        bin_s: width of a time bin.
-        title: the figure title (say what ran, e.g. "simulated engines").
-    """
-    for column in ("sent_s", "outcome"):
-        if column not in requests:
-            raise ConfigError(
-                f"plot_timeline: the frame lacks {column!r}; pass DrillResult.to_frame()"
-            )
-    fig = Figure(figsize=(9, 3.6))
-    ax = fig.add_subplot()
-    sent = requests["sent_s"].to_numpy(float)
-    end = float(np.nanmax(sent)) if len(sent) else 1.0
-    edges = np.arange(0.0, end + bin_s, bin_s)
-    bottom = np.zeros(max(len(edges) - 1, 0))
-    for outcome in [o for o in _COLORS if o in set(requests["outcome"])]:
-        counts, _ = np.histogram(sent[requests["outcome"].to_numpy() == outcome], bins=edges)
-        ax.bar(
-            edges[:-1],
-            counts,
-            width=bin_s,
-            bottom=bottom,
-            align="edge",
-            color=_COLORS[outcome],
-            label=outcome,
-        )
-        bottom += counts
-    styles = {"fault": "red", "detected": "black", "restore": "blue", "recovered": "green"}
-    for name, at in (marks or {}).items():
-        ax.axvline(at, color=styles.get(name, "grey"), linestyle="--", linewidth=1.2)
-        ax.annotate(
-            f"{name} {at:.1f}s",
-            (at, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize="small",
-        )
-    ax.set_xlabel("time since the load started (s), by send time")
-    ax.set_ylabel(f"requests per {bin_s:g} s")
-    ax.set_title(title or "Requests by outcome")
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    return fig
-
-
-# --- CLI ---------------------------------------------------------------------------------
-def _cmd_drill(args: argparse.Namespace) -> int:
-    from labutils.backend import get_backend
-
-    options = {"state_dir": args.state_dir} if args.state_dir else {}
-    backend = get_backend(args.target_backend, **options)
-    result = run_drill(
-        backend,
-        args.drill,
-        args.on,
-        rate_rps=args.rate,
-        duration_s=args.duration,
-        fault_at_s=args.fault_at,
-        restore_at_s=args.restore_at,
-        seed=args.seed,
-    )
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(drills_frame([result]).T.to_string(header=False))
-    if args.plot:
-        plot_timeline(
-            result.to_frame(), result.marks, title=f"{args.drill} on {result.target}"
-        ).savefig(args.plot, dpi=110)
-        print(f"timeline written to {args.plot}")
-    if args.check:
-        check_drill(result)
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``labctl drill``."""
-    p = subparsers.add_parser(
-        "drill",
-        help="inject a fault under open-loop load and measure detection, errors and recovery",
-    )
-    p.add_argument("drill", choices=DRILLS)
-    p.add_argument("--on", help="zone (zone-kill) or group (group-*); default the first")
-    p.add_argument("--target", dest="target_backend", help="local or eks (default $LAB_TARGET)")
-    p.add_argument("--state-dir", help="the twin's state dir (default $LAB_STATE_DIR)")
-    p.add_argument("--rate", type=float, default=20.0, help="requests/s (Poisson)")
-    p.add_argument("--duration", type=float, default=8.0, help="seconds of load (<= 120)")
-    p.add_argument("--fault-at", type=float, default=2.0, help="seconds into the load")
-    p.add_argument("--restore-at", type=float, help="seconds into the load (default: after it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", help="write the timeline figure to this PNG file")
-    p.add_argument("--check", action="store_true", help="exit non-zero if the lesson fails")
-    p.set_defaults(handler=_cmd_drill)

@@ -9,20 +9,24 @@ masked, so the report itself never leaks what it found. ``labctl scan-secrets [P
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from labutils.config import project_root
-from labutils.errors import ConfigError, LabError
+from labutils.errors import ConfigError
 
-__all__ = ["SecretFinding", "SecretScan", "register", "scan_secrets", "scan_text", "tracked_files"]
+__all__ = [
+    "SecretFinding",
+    "SecretScan",
+    "scan_secrets",
+    "scan_text",
+    "tracked_files",
+]
 
 # (kind, pattern). Shapes follow the providers' documented token formats; the value part must be
 # long enough that prose ("sk-..." in a doc, "Bearer {token}" in code) does not match.
@@ -149,27 +153,3 @@ def scan_secrets(paths: Iterable[str | Path] | None = None) -> SecretScan:
         scanned += 1
         findings += scan_text(raw.decode("utf-8", errors="replace"), str(file))
     return SecretScan(scanned, tuple(findings))
-
-
-def _cmd_scan_secrets(args: argparse.Namespace) -> int:
-    result = scan_secrets(args.paths or None)
-    for finding in result.findings:
-        print(finding)
-    print(f"scan-secrets: {result.files_scanned} files, {len(result.findings)} key-like strings")
-    if result.findings:
-        raise LabError(
-            f"{len(result.findings)} key-like string(s) found (listed above); remove them and "
-            "rotate the keys"
-        )
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    """Add ``labctl scan-secrets``."""
-    parser = subparsers.add_parser(
-        "scan-secrets", help="find key-like strings in files, logs and notebooks"
-    )
-    parser.add_argument(
-        "paths", nargs="*", help="files or folders (default: every file git tracks)"
-    )
-    parser.set_defaults(handler=_cmd_scan_secrets)

@@ -21,7 +21,6 @@ measured and the node's throughput is that times the engine count.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import math
 import time
@@ -30,15 +29,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
+from labutils._progress import progress_bar
 from labutils.catalog import INSTANCE_TYPES, load_prices
 from labutils.catalog import gpu as lookup_gpu
 from labutils.catalog import model as lookup_model
 from labutils.errors import (
     ConfigError,
-    LabError,
     LoadTestError,
     SimulatorError,
     ValidationError,
@@ -47,7 +45,7 @@ from labutils.errors import (
 from labutils.sim.perf import EngineConfig, StepShape, plan_memory, step_time_s
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 __all__ = [
     "LatencySlo",
@@ -57,10 +55,7 @@ __all__ = [
     "candidates",
     "check_recommendation",
     "layout_label",
-    "plot_cost_bars",
-    "plot_cost_vs_throughput",
     "recommend",
-    "register",
     "roofline",
     "shortlist",
     "sweep",
@@ -444,7 +439,7 @@ async def sweep_async(
     step_limit_s = settings.duration_s + 2 * settings.request_timeout_s
     steps = len(layouts) * len(settings.concurrencies)
     rows: list[dict[str, Any]] = []
-    with tqdm(total=steps, desc="sizing sweep", unit="step", disable=not progress) as bar:
+    with progress_bar(total=steps, desc="sizing sweep", unit="step", disable=not progress) as bar:
 
         async def timed(url: str, name: str, users: int, s: SweepSettings) -> Measurement:
             try:
@@ -667,154 +662,4 @@ def check_recommendation(
     return table
 
 
-def _simulated_note(frame: pd.DataFrame) -> str:
-    gpus = ", ".join(sorted(map(str, frame["gpu"].unique()))) if "gpu" in frame else "?"
-    return (
-        f"SIMULATED {gpus} engines serving {frame.attrs.get('model', '?')}; "
-        f"prices as of {frame.attrs.get('prices_as_of', '?')}"
-    )
-
-
-def plot_cost_vs_throughput(frame: pd.DataFrame) -> Figure:
-    """Scatter of USD per million output tokens against output tokens/s per GPU, by layout."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for layout, part in frame.groupby("layout", sort=False):
-        points = ax.scatter(
-            part["tokens_per_s_per_gpu"], part["usd_per_mtok"], label=str(layout), s=40
-        )
-        for _, row in part.iterrows():
-            ax.annotate(
-                f"c={int(row['concurrency'])}",
-                (row["tokens_per_s_per_gpu"], row["usd_per_mtok"]),
-                textcoords="offset points",
-                xytext=(4, 4),
-                fontsize=7,
-                color=points.get_facecolor()[0],
-            )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("output tokens/s per GPU")
-    ax.set_ylabel("USD per million output tokens")
-    ax.set_title(f"Cost vs throughput per GPU ({_simulated_note(frame)})", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    plt.close(fig)  # returned, not left open: Jupyter then shows it once, as the cell's result
-    return fig
-
-
-def plot_cost_bars(frame: pd.DataFrame) -> Figure:
-    """Bars of USD per million output tokens per layout (its best point), SLO misses hatched.
-
-    ``frame`` is :meth:`Recommendation.to_frame` (one row per layout with ``meets_slo``) or a
-    sweep frame (then each layout's cheapest point is shown).
-    """
-    import matplotlib.pyplot as plt
-
-    if "meets_slo" in frame:
-        best = frame
-    else:
-        best = frame.sort_values("usd_per_mtok").groupby("layout", sort=False).head(1)
-    fig, ax = plt.subplots(figsize=(7.5, 4.0))
-    meets = best["meets_slo"] if "meets_slo" in best else pd.Series(True, index=best.index)
-    bars = ax.bar(
-        best["layout"].astype(str),
-        best["usd_per_mtok"],
-        color=["tab:green" if m else "tab:gray" for m in meets],
-    )
-    for bar, met in zip(bars, meets, strict=True):
-        if not met:
-            bar.set_hatch("//")
-    ax.bar_label(bars, fmt="$%.3f", fontsize=8)
-    ax.set_ylabel("USD per million output tokens")
-    ax.set_title(
-        f"Best point per layout; green meets the SLO ({_simulated_note(frame)})", fontsize=9
-    )
-    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    fig.tight_layout()
-    plt.close(fig)  # returned, not left open: Jupyter then shows it once, as the cell's result
-    return fig
-
-
 # --- CLI ----------------------------------------------------------------------------------------
-
-
-def _parse_concurrencies(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise LoadTestError(f"--concurrencies {text!r}: give integers like 1,8,32") from None
-
-
-def _cmd_candidates(args: argparse.Namespace) -> int:
-    frame = candidates(args.model, max_model_len=args.max_model_len, max_nodes=args.max_nodes)
-    if not args.all:
-        frame = frame[frame["accepted"]]
-    cols = ["layout", "accepted", "kv_cache_tokens", "usd_per_hour", "roofline_usd_per_mtok"]
-    if args.all:
-        cols.append("reason")
-    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
-        print(frame[cols].to_string(index=False))
-    return 0
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    frame = candidates(args.model, max_model_len=args.max_model_len, max_nodes=args.max_nodes)
-    if args.layouts:
-        wanted = [name.strip() for name in args.layouts.split(";") if name.strip()]
-        unknown = sorted(set(wanted) - set(frame["layout"]))
-        if unknown:
-            raise ConfigError(
-                f"--layouts: unknown {unknown}; see `labctl sizing candidates {args.model}`"
-            )
-        picked = frame[frame["layout"].isin(wanted)].reset_index(drop=True)
-        picked.attrs.update(frame.attrs)
-    else:
-        picked = shortlist(frame, limit=args.limit)
-    settings = SweepSettings(
-        concurrencies=_parse_concurrencies(args.concurrencies),
-        duration_s=args.duration_s,
-        input_tokens=args.input_tokens,
-        output_tokens=args.output_tokens,
-    )
-    measured = sweep(picked, settings)
-    cols = ["layout", "concurrency", "output_tokens_per_s", "roofline_output_tokens_per_s",
-            "tpot_p50_ms", "ttft_p95_ms", "tokens_per_s_per_gpu", "usd_per_mtok"]  # fmt: skip
-    print(measured[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"(simulated engines; prices as of {measured.attrs.get('prices_as_of')})")
-    try:
-        rec = recommend(measured, LatencySlo(args.tpot_p50_ms, args.ttft_p95_ms))
-    except LabError as exc:
-        print(f"no recommendation: {exc}")
-        return 1
-    for sentence in rec.reasons:
-        print(f"- {sentence}")
-    return 0
-
-
-def register(subparsers: Any) -> None:
-    """Add ``labctl sizing candidates`` and ``labctl sizing sweep``."""
-    parser = subparsers.add_parser("sizing", help="right-size layouts: candidates, measured sweep")
-    sub = parser.add_subparsers(dest="sizing_command", metavar="SUBCOMMAND", required=True)
-    for name, handler, text in (
-        ("candidates", _cmd_candidates, "list (instance type, TP, PP) layouts for a model"),
-        ("sweep", _cmd_sweep, "measure shortlisted layouts on simulated engines, recommend"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("model", help="Hugging Face id or alias, e.g. llama-3.1-8b")
-        p.add_argument("--max-model-len", type=int, default=4096)
-        p.add_argument("--max-nodes", type=int, default=2, help="largest PP (nodes per group)")
-        p.set_defaults(handler=handler)
-        if name == "candidates":
-            p.add_argument("--all", action="store_true", help="also show rejected layouts")
-        else:
-            p.add_argument("--layouts", default="", help="';'-separated layout names to measure")
-            p.add_argument("--limit", type=int, default=4, help="shortlist size")
-            p.add_argument("--concurrencies", default="1,8,32")
-            p.add_argument("--duration-s", type=float, default=3.0)
-            p.add_argument("--input-tokens", type=int, default=256)
-            p.add_argument("--output-tokens", type=int, default=64)
-            p.add_argument("--tpot-p50-ms", type=float, default=50.0)
-            p.add_argument("--ttft-p95-ms", type=float, default=2000.0)

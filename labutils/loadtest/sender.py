@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 import aiohttp
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
+from labutils._progress import progress_bar
 from labutils.errors import LoadTestError, WaitTimeout
 from labutils.loadtest.schedule import Schedule
 
@@ -239,7 +239,7 @@ class _Sender:
         # Blocks until every shard is ready; returns the common start (a perf_counter value:
         # CLOCK_MONOTONIC on Linux, the same clock in every process of the machine).
         self.start_gate: Callable[[], float] | None = None
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=schedule.num_requests,
             disable=not progress,
             desc=f"loadtest {schedule.label()}",

@@ -19,10 +19,10 @@ from typing import Any
 
 import aiohttp
 import pandas as pd
-from prometheus_client.parser import text_string_to_metric_families
 
 from labutils._aio import run_sync
-from labutils.errors import EndpointError, MetricsError
+from labutils.errors import EndpointError
+from labutils.metrics.parse import families
 
 __all__ = [
     "CORE_METRIC_FAMILIES",
@@ -501,11 +501,7 @@ def metric_families(text: str, prefix: str = "") -> dict[str, MetricFamilyShape]
         MetricsError: the text is not valid Prometheus exposition format.
     """
     shapes: dict[str, MetricFamilyShape] = {}
-    try:
-        families = list(text_string_to_metric_families(text))
-    except ValueError as exc:
-        raise MetricsError(f"/metrics text is not Prometheus exposition format: {exc}") from None
-    for family in families:
+    for family in families(text):
         if not family.name.startswith(prefix):
             continue
         labels: set[str] = set()

@@ -24,9 +24,9 @@ from types import TracebackType
 
 import aiohttp
 import psutil
-from tqdm.auto import tqdm
 
 from labutils._aio import run_sync
+from labutils._progress import progress_bar
 from labutils.errors import EndpointError, WaitTimeout
 from labutils.realengine.env import RealEngineEnv, check_environment
 from labutils.realengine.model import TinyModel
@@ -299,7 +299,7 @@ class RealEngine:
         deadline = time.monotonic() + timeout_s
         last_status = "no answer yet"
         timeout = aiohttp.ClientTimeout(total=5)
-        with tqdm(
+        with progress_bar(
             total=round(timeout_s),
             desc=f"start {self.name}",
             unit="s",

@@ -17,7 +17,10 @@ from labutils.catalog import GPUS
 from labutils.errors import SimulatorError
 from labutils.vllm_args import add_vllm_serve_flags
 
-__all__ = ["add_serve_arguments", "register", "serve"]
+__all__ = [
+    "add_serve_arguments",
+    "serve",
+]
 
 # The lab's default instance type is g5.12xlarge (labutils.config.LabConfig), i.e. A10G GPUs.
 _DEFAULT_GPU = "a10g"
@@ -41,18 +44,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lab-zone", default=None, help="echoed in the x-lab-zone header")
     parser.add_argument("--lab-group", default=None, help="echoed in the x-lab-group header")
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``sim serve`` to ``labctl``."""
-    sim = subparsers.add_parser("sim", help="simulated vLLM engines (GPU performance model)")
-    sim_sub = sim.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
-    serve_parser = sim_sub.add_parser(
-        "serve", help="serve MODEL like 'vllm serve', simulating the GPUs (--gpu)"
-    )
-    add_serve_arguments(serve_parser)
-    serve_parser.set_defaults(handler=serve)
-    sim.set_defaults(handler=lambda _args: sim.print_help() or 2)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from labutils.config import LabConfig
 from labutils.manifests.render import render
 from labutils.realengine import RealEngineEnv, TinyModel
 from labutils.realengine.contract import metric_families
-from labutils.twin.backend import TwinBackend
+from labutils.targets.twin.backend import TwinBackend
 
 pytestmark = pytest.mark.contract
 

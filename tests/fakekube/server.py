@@ -1,4 +1,4 @@
-"""A stateful fake Kubernetes API server, just enough for ``labutils.cluster``.
+"""A stateful fake Kubernetes API server, just enough for ``labutils.targets.eks``.
 
 It runs aiohttp on 127.0.0.1 (a free port) in a background thread and writes a kubeconfig, so
 the real ``kubernetes`` client (typed and dynamic) talks to it over HTTP as it would to EKS.

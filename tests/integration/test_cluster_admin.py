@@ -11,9 +11,9 @@ from fakekube import FakeKube
 from fakekube.lab_objects import PART_OF, lab_objects
 
 from labutils.cli import main
-from labutils.cluster import EksBackend, connect, create_participants, preflight
 from labutils.config import LabConfig
 from labutils.errors import ManifestError, TwinError
+from labutils.targets.eks import EksBackend, connect, create_participants, preflight
 
 CONFIG = LabConfig(
     zones=("us-west-2a", "us-west-2b"),
@@ -193,14 +193,14 @@ def test_reset_local_without_twin_is_a_twin_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     try:
-        importlib.import_module("labutils.twin")
+        importlib.import_module("labutils.targets.twin")
     except ImportError:
         pass
     else:
-        pytest.skip("labutils.twin is installed; covered by the twin's own reset tests")
-    from labutils.cluster import cli
+        pytest.skip("labutils.targets.twin is installed; covered by the twin's own reset tests")
+    from labutils.targets.eks import cli
 
     with pytest.raises(TwinError, match=r"labutils\.twin"):
         cli._reset(type("Args", (), {"target": "local", "state_dir": tmp_path, "yes": False})())
     assert main(["reset", "--target", "local", "--state-dir", str(tmp_path)]) != 0
-    assert "labutils.twin" in capsys.readouterr().err
+    assert "labutils.targets.twin" in capsys.readouterr().err

@@ -9,9 +9,9 @@ from fakekube import FakeKube
 from fakekube.lab_objects import lab_objects
 
 from labutils.cli import main
-from labutils.cluster import EksBackend
 from labutils.config import LabConfig
 from labutils.errors import ClusterError, LabError, WaitTimeout
+from labutils.targets.eks import EksBackend
 
 
 def _backend(kubeconfig: Path, tmp_path: Path, **kwargs: object) -> EksBackend:
@@ -137,7 +137,7 @@ def test_hung_api_server_times_out_instead_of_hanging(
     import socket
     import time
 
-    from labutils.cluster import _connect
+    from labutils.targets.eks import _connect
 
     monkeypatch.setattr(_connect, "REQUEST_TIMEOUT_S", (1.0, 0.3))
     with socket.socket() as silent:  # accepts connections (backlog), never answers

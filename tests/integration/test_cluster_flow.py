@@ -13,10 +13,11 @@ from fakekube import FakeKube
 from fakekube.engine_stub import engine_stub
 from fakekube.lab_objects import NAMESPACE, PART_OF, lab_objects
 
-from labutils.backend import Backend, get_backend
-from labutils.cluster import EksBackend
 from labutils.config import LabConfig
 from labutils.errors import ClusterError
+from labutils.protocol import Backend
+from labutils.targets import get_backend
+from labutils.targets.eks import EksBackend
 
 ZONES = ("us-west-2a", "us-west-2b")
 LWS = "leaderworkerset.x-k8s.io"

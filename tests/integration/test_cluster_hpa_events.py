@@ -15,11 +15,11 @@ import pytest
 from fakekube import FakeKube
 from fakekube.lab_objects import NAMESPACE, lab_objects
 
-from labutils import autoscaling
-from labutils.cluster import EksBackend
 from labutils.config import LabConfig
 from labutils.errors import ValidationError
-from labutils.hpa import hpa_spec_from_manifest
+from labutils.kube.hpa import hpa_spec_from_manifest
+from labutils.lessons import n04_autoscaling as autoscaling
+from labutils.targets.eks import EksBackend
 
 ZONES = ("us-west-2a", "us-west-2b")
 HPA = "vllm-us-west-2a"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fakekube.lab_objects import lab_objects
 
-from labutils.cluster import EksBackend, preflight
 from labutils.config import LabConfig
+from labutils.targets.eks import EksBackend, preflight
 
 pytestmark = pytest.mark.cluster
 

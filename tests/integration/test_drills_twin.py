@@ -21,7 +21,7 @@ from twin_fixtures import ENGINE, write_rendered
 from labutils import drills
 from labutils.errors import ValidationError
 from labutils.loadtest import OUTCOMES
-from labutils.twin import TwinBackend
+from labutils.targets.twin import TwinBackend
 
 TIME_SCALE = 0.2
 WEIGHTS = {"us-west-2a": 1, "us-west-2b": 1}

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from labutils.cli import main
 from labutils.errors import MetricsError
-from labutils.monitoring import prometheus_frame
+from labutils.metrics.prometheus import prometheus_frame
 
 # pod -> value of each series family at every step (what Prometheus would compute).
 _SERIES = {

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labutils.backend import MetricsScrape
 from labutils.errors import LoadTestError
 from labutils.loadtest import closed_loop, open_loop, run_load, run_sweep, summarize, sweep
 from labutils.loadtest.summary import Slo
-from labutils.monitoring import metrics_frame, monitor_backend, parse_scrape, scrape_urls
+from labutils.metrics.parse import parse_scrape
+from labutils.metrics.scrape import monitor_backend, scrape_urls
+from labutils.metrics.series import metrics_frame
+from labutils.protocol import MetricsScrape
 
 SERVER = Path(__file__).with_name("loadtest_canned_server.py")
 

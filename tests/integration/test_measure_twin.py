@@ -9,9 +9,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from twin_fixtures import ENGINE, write_rendered
 
-from labutils import measure
+from labutils.lessons import n03_monitoring as measure
 from labutils.loadtest import open_loop
-from labutils.twin import TwinBackend
+from labutils.targets.twin import TwinBackend
 
 
 def test_monitored_load_through_the_gateway(tmp_path: Path) -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from fakekube import FakeKube
 
-from labutils import cleanup, deploy
-from labutils.cluster import EksBackend
 from labutils.config import LabConfig
+from labutils.lessons import n01_deploy as deploy
+from labutils.lessons import n06_cleanup as cleanup
 from labutils.manifests import render
+from labutils.targets.eks import EksBackend
 
 ZONES = ("us-west-2a", "us-west-2b")
 

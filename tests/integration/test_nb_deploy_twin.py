@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from labutils import cleanup, deploy
 from labutils.config import LabConfig
+from labutils.lessons import n01_deploy as deploy
+from labutils.lessons import n06_cleanup as cleanup
 from labutils.manifests import render
-from labutils.twin import TwinBackend
+from labutils.targets.twin import TwinBackend
 
 ZONES = ("us-west-2a", "us-west-2b")
 

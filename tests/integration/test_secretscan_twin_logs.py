@@ -23,7 +23,7 @@ from twin_gateway_client import send_requests
 
 from labutils.config import project_root
 from labutils.secretscan import scan_secrets, scan_text
-from labutils.twin import TwinBackend
+from labutils.targets.twin import TwinBackend
 
 _KEY = "sk-" + "lab" + "Q7x9Lm2Pz4Kw8Rt6Vb3Nc5Hd1"
 _HF = "hf_" + "Q7x9Lm2Pz4Kw8Rt6Vb3Nc5Hd1Jf0Gs" + "xyz"

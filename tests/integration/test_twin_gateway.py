@@ -23,7 +23,7 @@ import itertools
 
 from twin_fixtures import ENGINE, STUB_ENGINE, write_rendered
 
-from labutils.twin import TwinBackend
+from labutils.targets.twin import TwinBackend
 
 WEIGHTS = {"us-west-2a": 70, "us-west-2b": 30, "us-west-2c": 0}
 HEADERS = {
@@ -93,7 +93,7 @@ async def _send(
 
 def _wait_out_of_rotation(twin: TwinBackend, server: str, timeout_s: float = 15.0) -> float:
     """Seconds until HAProxy's ``show stat`` has ``server`` DOWN in every backend holding it."""
-    from labutils.twin.haproxy import runtime_command, server_stats
+    from labutils.targets.twin.haproxy import runtime_command, server_stats
 
     start = time.monotonic()
     seen: list[str] = []
@@ -128,8 +128,8 @@ def test_zone_split_matches_route_weights(twin: TwinBackend) -> None:
 
 
 def test_measure_split_retries_a_miss_and_reports_every_attempt(twin: TwinBackend) -> None:
-    from labutils import routing
     from labutils.errors import ValidationError
+    from labutils.lessons import n02_routing as routing
 
     # 99 requests can never land within 0.1 point of 70 %: every attempt misses
     split = routing.measure_split(twin, requests=99, rate_rps=500, attempts=3, tolerance=0.001)
@@ -250,7 +250,8 @@ def test_weighted_strict_gives_the_dead_zone_share_503(tmp_path: Path) -> None:
 
 
 def test_twin_backend_is_a_backend(tmp_path: Path) -> None:
-    from labutils.backend import Backend, get_backend
+    from labutils.protocol import Backend
+    from labutils.targets import get_backend
 
     backend = get_backend("local", state_dir=tmp_path)
     assert isinstance(backend, Backend) and backend.target == "local"

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from twin_fixtures import ENGINE, write_rendered
 from twin_gateway_client import send_requests
 
-from labutils.twin import TwinBackend
+from labutils.targets.twin import TwinBackend
 
 HPA = {
     "minReplicas": 1,

@@ -20,7 +20,7 @@ from twin_gateway_client import send_requests
 
 from labutils.cli import main as labctl
 from labutils.errors import TwinError
-from labutils.twin import TwinBackend
+from labutils.targets.twin import TwinBackend
 
 WEIGHTS = {"us-west-2a": 1, "us-west-2b": 1}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 
 from labutils.manifests import render
-from labutils.twin import TwinBackend, load_twin_spec
+from labutils.targets.twin import TwinBackend, load_twin_spec
 
 
 def test_three_zones_by_two_groups_start_under_30s(tmp_path: Path) -> None:

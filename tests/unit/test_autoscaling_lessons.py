@@ -1,4 +1,4 @@
-"""labutils.autoscaling: drill manifests, decision log replay, what-if policies, GPU nodes."""
+"""labutils.lessons.n04_autoscaling: drill manifests, decision replay, what-if policies, GPUs."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from labutils import autoscaling
 from labutils.errors import ConfigError, MetricsError, ValidationError
-from labutils.hpa import Autoscaler, Behavior, PodSample, ScalingRules
+from labutils.kube.hpa import Autoscaler, Behavior, PodSample, ScalingRules
+from labutils.lessons import n04_autoscaling as autoscaling
 
 ZONE = "us-west-2a"
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from labutils import drills, routing
+from labutils import drills
 from labutils.errors import ConfigError, ValidationError
+from labutils.lessons import n02_routing as routing
 from labutils.loadtest import LoadTestResult, RequestRecord, open_loop
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from labutils.errors import ConfigError
-from labutils.hpa import (
+from labutils.kube.hpa import (
     Autoscaler,
     Behavior,
     HpaSpec,

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from fakekube.server import _from_fields_v1, _to_fields_v1, selector_matches
 
-from labutils.cluster._objects import apply_order, load_rendered
 from labutils.errors import ManifestError
+from labutils.kube.objects import apply_order, load_rendered
 
 
 def _write(path: Path, *docs: dict[str, object]) -> None:

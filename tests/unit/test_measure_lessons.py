@@ -1,4 +1,4 @@
-"""labutils.measure: server histograms over a run, client vs server TTFT, the lesson checks."""
+"""labutils.lessons.n03_monitoring: server histograms, client vs server TTFT, the lesson checks."""
 
 from __future__ import annotations
 
@@ -8,12 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labutils.backend import MetricsScrape
 from labutils.errors import ValidationError
-from labutils.loadtest.schedule import open_loop
-from labutils.loadtest.sender import LoadTestResult, RequestRecord
-from labutils.measure import (
-    MonitoredRun,
+from labutils.lessons.n03_monitoring import (
     check_client_ttft_covers_server,
     check_every_request_has_outcome,
     check_latency_rises_past_knee,
@@ -23,6 +19,10 @@ from labutils.measure import (
     server_histograms,
     simulated_label,
 )
+from labutils.loadtest.schedule import open_loop
+from labutils.loadtest.sender import LoadTestResult, RequestRecord
+from labutils.monitored_load import MonitoredRun
+from labutils.protocol import MetricsScrape
 
 FIXTURE = Path(__file__).parents[1] / "data" / "vllm-0.32.0-cpu-metrics.txt"
 FIXTURE_COUNT = 2164  # vllm:time_to_first_token_seconds_count in the recorded scrape

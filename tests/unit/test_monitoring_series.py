@@ -9,16 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labutils.backend import MetricsScrape
 from labutils.errors import MetricsError
-from labutils.monitoring import (
+from labutils.metrics.parse import parse_scrape
+from labutils.metrics.series import (
     balance,
     histogram_quantile,
     load_distribution,
     metrics_frame,
-    parse_scrape,
     recommendations,
 )
+from labutils.protocol import MetricsScrape
 
 _LINE = re.compile(r"^(?P<name>[^{\s]+)(?P<labels>\{[^}]*\})? (?P<value>\S+)$")
 

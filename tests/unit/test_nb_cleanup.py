@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from labutils import cleanup
 from labutils.config import LabConfig
 from labutils.errors import ValidationError
+from labutils.lessons import n06_cleanup as cleanup
 from labutils.manifests import render
-from labutils.twin import TwinBackend
-from labutils.twin.state import record_of
+from labutils.targets.twin import TwinBackend
+from labutils.targets.twin.state import record_of
 
 # A child that listens on a free 127.0.0.1 port and prints it (a stand-in twin process).
 _LISTENER = (

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from labutils import deploy
 from labutils.config import LabConfig
 from labutils.errors import ManifestError, ValidationError
+from labutils.lessons import n01_deploy as deploy
 from labutils.manifests import render
 
 ZONES = ("us-west-2a", "us-west-2b")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from labutils import preflight
 from labutils.config import project_root
 from labutils.errors import ConfigError
-from labutils.twin.state import record_of
+from labutils.lessons import n00_preflight as preflight
+from labutils.targets.twin.state import record_of
 
 
 def _by_check(frame: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import pytest
 from matplotlib.collections import PathCollection
 
 from labutils.errors import LabError
-from labutils.plots import (
+from labutils.figures import (
     knee_index,
     latency_cdf,
     latency_percentiles,

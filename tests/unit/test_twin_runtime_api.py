@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from labutils.errors import TwinError
-from labutils.twin.haproxy import runtime_command
+from labutils.targets.twin.haproxy import runtime_command
 
 
 def _serve_once(path: Path, answer: bytes | None) -> socket.socket:

@@ -15,15 +15,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 from twin_fixtures import route, write_rendered, zone_objects
 
 from labutils.errors import ConfigError, ManifestError, TwinError
-from labutils.twin.controller import series_value
-from labutils.twin.haproxy import (
+from labutils.targets.twin.controller import series_value
+from labutils.targets.twin.haproxy import (
     STRATEGIES,
     HaproxyLayout,
     Slot,
     render_haproxy_config,
     success_codes_regex,
 )
-from labutils.twin.spec import load_twin_spec, twin_spec_from_objects
+from labutils.targets.twin.spec import load_twin_spec, twin_spec_from_objects
 
 HPA = {"minReplicas": 1, "maxReplicas": 4}
 
@@ -154,6 +154,17 @@ def test_series_value_sums_labelled_samples() -> None:
     )
     assert series_value(text, "vllm:num_requests_waiting") == 5.0
     assert series_value(text, "vllm:num_requests_running") is None
+
+
+def test_series_value_reads_a_sample_with_a_timestamp_as_its_value() -> None:
+    # The exposition format allows "name{labels} value timestamp_ms"; the twin's old prefix
+    # parser took the last field (the timestamp) as the value.
+    text = (
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{model_name="a"} 3 1700000000000\n'
+        'vllm:num_requests_waiting{model_name="b"} 4.5 1700000000000\n'
+    )
+    assert series_value(text, "vllm:num_requests_waiting") == 7.5
 
 
 def test_series_value_on_real_vllm_scrape(data_dir: Path) -> None:

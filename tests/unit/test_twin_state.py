@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labutils.twin.state import (
+from labutils.targets.twin.state import (
     append_event,
     kill_recorded,
     read_events,

@@ -1,0 +1,332 @@
+"""Run a load test while watching the servers, compare client and server views, check lessons.
+
+Notebook 03 (monitoring and load testing) and 04 (autoscaling) both need the same thing: an
+open-loop load through the gateway while the group leaders' ``/metrics`` (and the LWS replica
+counts) are sampled on one wall clock. :func:`run_monitored_load` does that for either target
+(it only uses the :class:`~labutils.protocol.Backend` methods). The rest compares what the
+client measured with what the servers' histograms say, and checks that the lessons hold on
+the measured numbers (raising :class:`~labutils.errors.ValidationError` when they do not).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labutils.config import default_state_dir
+from labutils.errors import MetricsError, ValidationError
+from labutils.figures import knee_index
+from labutils.loadtest import OUTCOMES, LoadSummary, LoadTestResult
+from labutils.manifests import render
+from labutils.metrics.parse import Histogram, families, histograms
+from labutils.metrics.series import histogram_quantile
+from labutils.monitored_load import MonitoredRun, _Watchable
+from labutils.protocol import MetricsScrape
+
+__all__ = [
+    "SERVER_HISTOGRAMS",
+    "check_client_ttft_covers_server",
+    "check_every_request_has_outcome",
+    "check_latency_rises_past_knee",
+    "client_server_ttft",
+    "fixed_size_manifests",
+    "latency_table",
+    "outcome_counts",
+    "server_histograms",
+    "simulated_engines",
+    "simulated_label",
+]
+
+# column prefix -> vLLM histogram family (exact names, shared/reference/vllm-metrics.md)
+SERVER_HISTOGRAMS: dict[str, str] = {
+    "server_ttft": "vllm:time_to_first_token_seconds",
+    "server_queue": "vllm:request_queue_time_seconds",
+    "server_prefill": "vllm:request_prefill_time_seconds",
+}
+
+
+def fixed_size_manifests(out_dir: str | Path | None = None) -> Path:
+    """Render ``manifests/`` without the zones' HPAs, so a measurement runs at a fixed size.
+
+    An HPA would change the number of groups during the test (an idle zone scales down to
+    ``minReplicas`` on its first sync), and the per-zone numbers would mix two sizes.
+
+    Returns:
+        The rendered folder (default ``<state dir>/../rendered-fixed-size``).
+    """
+    out = Path(out_dir) if out_dir else default_state_dir().parent / "rendered-fixed-size"
+    render(out_dir=out)
+    for hpa in (out / "zones").glob("*/hpa.yaml"):
+        hpa.unlink()
+    return out
+
+
+# --- server histograms ------------------------------------------------------------------
+def server_histograms(
+    scrapes: Sequence[MetricsScrape], *, since_s: float | None = None, by: str = "zone"
+) -> dict[str, dict[str, Any]]:
+    """Per zone (or ``all``): each :data:`SERVER_HISTOGRAMS` family over the run.
+
+    A group's observations are its last scrape minus its first one taken before ``since_s``
+    (the load's start); a group first scraped later (started during the run)
+    counts from zero. Returns ``{key: {prefix: histogram}}`` (opaque:
+    read them with :func:`client_server_ttft`).
+
+    Raises:
+        MetricsError: no scrape succeeded, or a family is missing (named).
+    """
+    first: dict[str, dict[str, Histogram]] = {}
+    first_s: dict[str, float] = {}
+    ok_times = [s.time_s for s in scrapes if not s.error]
+    cutoff_s = since_s if since_s is not None else min(ok_times, default=0.0)
+    last: dict[str, tuple[str, dict[str, Histogram]]] = {}
+    for scrape in sorted(scrapes, key=lambda s: s.time_s):
+        if scrape.error:
+            continue
+        hists = histograms(scrape.text, where=f"/metrics of {scrape.group}")
+        for family in SERVER_HISTOGRAMS.values():
+            if family not in hists:
+                raise MetricsError(
+                    f"metric {family} missing from /metrics of {scrape.group} ({scrape.zone}); "
+                    "is this a vLLM >= 0.10 server?"
+                )
+        first.setdefault(scrape.group, hists)
+        first_s.setdefault(scrape.group, scrape.time_s)
+        last[scrape.group] = (scrape.zone, hists)
+    if not last:
+        raise MetricsError("no successful /metrics scrape during the run; is the backend up?")
+    out: dict[str, dict[str, Any]] = {}
+    for group, (zone, hists) in last.items():
+        keys = ["all", zone] if by == "zone" else ["all"]
+        for key in keys:
+            per = out.setdefault(key, {})
+            for prefix, family in SERVER_HISTOGRAMS.items():
+                baseline = first[group] if first_s[group] <= cutoff_s else None
+                base = baseline[family] if baseline is not None else None
+                per[prefix] = hists[family].minus(base).plus(per.get(prefix))
+    return out
+
+
+def _lower_edge(q: float, hist: Histogram) -> float:
+    """The lower bound of the bucket that holds the ``q`` quantile (the histogram's resolution)."""
+    total = float(hist.cumulative[-1]) if len(hist.cumulative) else 0.0
+    if total <= 0:
+        return math.nan
+    index = int(np.searchsorted(hist.cumulative, q * total, side="left"))
+    return float(hist.bounds[index - 1]) if index > 0 else 0.0
+
+
+def client_server_ttft(
+    run: MonitoredRun, quantiles: Sequence[float] = (0.5, 0.9, 0.99)
+) -> pd.DataFrame:
+    """Client-measured TTFT beside the servers' own histograms, per zone and overall (ms).
+
+    Columns per quantile ``q``: ``client_pQ_ms`` (from every successful request's send to its
+    first token), ``server_pQ_ms`` (``histogram_quantile`` of the servers' TTFT histogram
+    over the run) and ``server_pQ_floor_ms`` (the lower edge of that quantile's bucket: what the
+    histogram can vouch for). Means: ``client_mean_ms``, ``server_mean_ms`` and
+    ``server_queue_plus_prefill_mean_ms`` (means add up, quantiles do not), plus the
+    requests each side counted.
+    """
+    hists = server_histograms(run.scrapes, since_s=run.started_at)
+    frame = run.to_frame()
+    ok = frame[frame["outcome"].eq("ok")]
+    rows = []
+    for key in ["all", *sorted(k for k in hists if k != "all")]:
+        part = ok if key == "all" else ok[ok["zone"].eq(key)]
+        client = part["ttft_s"].dropna().to_numpy(float)
+        per = hists[key]
+        ttft, queue, prefill = per["server_ttft"], per["server_queue"], per["server_prefill"]
+        row: dict[str, Any] = {
+            "zone": key,
+            "client_requests": int(client.size),
+            "server_requests": round(ttft.count),
+            "client_mean_ms": float(client.mean() * 1e3) if client.size else math.nan,
+            "server_mean_ms": ttft.total / ttft.count * 1e3 if ttft.count else math.nan,
+            "server_queue_plus_prefill_mean_ms": (
+                (queue.total / queue.count + prefill.total / prefill.count) * 1e3
+                if queue.count and prefill.count
+                else math.nan
+            ),
+        }
+        for q in quantiles:
+            name = f"p{round(q * 100):d}"
+            row[f"client_{name}_ms"] = (
+                float(np.percentile(client, q * 100) * 1e3) if client.size else math.nan
+            )
+            row[f"server_{name}_ms"] = histogram_quantile(q, ttft.bounds, ttft.cumulative) * 1e3
+            row[f"server_{name}_floor_ms"] = _lower_edge(q, ttft) * 1e3
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- checks ------------------------------------------------------------------------------
+def outcome_counts(result: LoadTestResult) -> pd.DataFrame:
+    """How many scheduled requests ended in each outcome (every outcome listed, zeros too)."""
+    frame = result.to_frame()
+    counts = frame["outcome"].value_counts() if not frame.empty else pd.Series(dtype=int)
+    return pd.DataFrame(
+        {"outcome": list(OUTCOMES), "requests": [int(counts.get(o, 0)) for o in OUTCOMES]}
+    )
+
+
+def check_every_request_has_outcome(
+    result: LoadTestResult, *, max_failed_share: float = 0.0
+) -> str:
+    """Every scheduled request was sent and ended in exactly one known outcome.
+
+    Args:
+        max_failed_share: the share of non-``ok`` outcomes tolerated (0: none).
+
+    Raises:
+        ValidationError: a request is missing, unsent or unknown, or too many failed.
+    """
+    planned = result.schedule.num_requests
+    records = result.records
+    problems = []
+    if planned is not None and len(records) != planned:
+        problems.append(f"{len(records)} records for {planned} scheduled requests")
+    indexes = [r.index for r in records]
+    if len(set(indexes)) != len(indexes):
+        problems.append("a request index appears twice")
+    unknown = sorted({r.outcome for r in records} - set(OUTCOMES))
+    if unknown:
+        problems.append(f"unknown outcomes {unknown}")
+    unsent = sum(1 for r in records if math.isnan(r.sent_s))
+    if unsent:
+        problems.append(f"{unsent} requests never sent")
+    failed = sum(1 for r in records if r.outcome != "ok")
+    if records and failed / len(records) > max_failed_share:
+        problems.append(
+            f"{failed} of {len(records)} requests failed (allowed share {max_failed_share:g})"
+        )
+    if problems:
+        raise ValidationError(f"load test against {result.url}: " + "; ".join(problems), problems)
+    return (
+        f"OK: all {len(records)} scheduled requests sent, each with one outcome ({failed} failed)"
+    )
+
+
+def check_client_ttft_covers_server(table: pd.DataFrame, *, slack_ms: float = 1.0) -> str:
+    """The client's TTFT includes the server's: never below it within histogram resolution.
+
+    Per row of :func:`client_server_ttft`: the client mean is at least the server's mean queue
+    + prefill time, and every client quantile is at least the lower edge of the server's
+    bucket for that quantile (the client measures the same requests plus network, gateway and
+    HTTP). Both sides must have counted the same number of requests.
+
+    Raises:
+        ValidationError: naming the zone, the quantile and both numbers.
+    """
+    problems = []
+    for _, row in table.iterrows():
+        zone = row["zone"]
+        if row["client_requests"] != row["server_requests"]:
+            problems.append(
+                f"{zone}: client saw {row['client_requests']} successful requests, the servers "
+                f"{row['server_requests']} (was another load running?)"
+            )
+        if not row["client_mean_ms"] + slack_ms >= row["server_queue_plus_prefill_mean_ms"]:
+            problems.append(
+                f"{zone}: client mean TTFT {row['client_mean_ms']:.1f} ms < server queue+prefill "
+                f"{row['server_queue_plus_prefill_mean_ms']:.1f} ms"
+            )
+        for column in [c for c in table.columns if c.endswith("_floor_ms")]:
+            name = column.removeprefix("server_").removesuffix("_floor_ms")
+            client = row[f"client_{name}_ms"]
+            if not client + slack_ms >= row[column]:
+                problems.append(
+                    f"{zone}: client {name} TTFT {client:.1f} ms below the server's bucket "
+                    f"floor {row[column]:.1f} ms"
+                )
+    if problems:
+        raise ValidationError("client vs server TTFT: " + "; ".join(problems), problems)
+    return f"OK: client TTFT >= server queue+prefill in all {len(table)} rows"
+
+
+def check_latency_rises_past_knee(
+    sweep: pd.DataFrame,
+    *,
+    latency: str = "p99_e2el_ms",
+    throughput: str = "output_throughput",
+    min_rise: float = 1.5,
+) -> str:
+    """Past the knee of the latency–throughput curve latency climbs by at least ``min_rise``x.
+
+    The knee is :func:`labutils.figures.knee_index` (the one the plot marks). Compares the highest
+    step's latency with the knee's.
+
+    Raises:
+        ValidationError: no step after the knee (extend the rates) or latency did not rise.
+    """
+    data = sweep.sort_values(throughput).reset_index(drop=True)
+    knee = knee_index(data[throughput], data[latency])
+    top = int(data[latency].to_numpy(float).argmax())
+    values = data[latency].to_numpy(float)
+    at_knee, highest = float(values[knee]), float(values[top])
+    label = str(data["step"].iloc[knee]) if "step" in data else str(knee)
+    knee_throughput = float(data[throughput].iloc[knee])
+    if top <= knee:
+        raise ValidationError(
+            f"sweep: the highest {latency} is at or before the knee ({label}); add higher rates"
+        )
+    if not highest >= min_rise * at_knee:
+        raise ValidationError(
+            f"sweep: {latency} rose only {highest / at_knee:.2f}x past the knee ({label}: "
+            f"{at_knee:.0f} -> {highest:.0f}); need >= {min_rise:g}x: add higher rates"
+        )
+    return (
+        f"OK: knee at {label} ({knee_throughput:.0f} {throughput}, {latency} "
+        f"{at_knee:.0f}); past it {latency} reaches {highest:.0f} ({highest / at_knee:.1f}x)"
+    )
+
+
+# --- what is serving --------------------------------------------------------------------
+def simulated_engines(backend: _Watchable) -> pd.DataFrame:
+    """One row per ready group leader: zone, group, and what its ``/metrics`` say it is.
+
+    Simulated engines publish ``lab_sim_info{gpu,model,tensor_parallel_size,...}``; a real vLLM
+    does not, so ``simulated`` is False there and the GPU/model columns are empty.
+    """
+    rows = []
+    for scrape in backend.scrape_metrics():
+        row: dict[str, Any] = {"zone": scrape.zone, "group": scrape.group, "simulated": False,
+                               "gpu": "", "model": "", "tensor_parallel_size": "",
+                               "pipeline_parallel_size": ""}  # fmt: skip
+        if scrape.error:
+            raise MetricsError(f"/metrics of {scrape.group} ({scrape.zone}): {scrape.error}")
+        for family in families(scrape.text, where=f"/metrics of {scrape.group}"):
+            if family.name == "lab_sim_info" and family.samples:
+                labels = family.samples[0].labels
+                row.update({k: labels.get(k, "") for k in ("gpu", "model",
+                            "tensor_parallel_size", "pipeline_parallel_size")})  # fmt: skip
+                row["simulated"] = True
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def simulated_label(engines: pd.DataFrame) -> str:
+    """``"simulated 4 x A10G ... serving MODEL"`` for plot titles ('' for real engines)."""
+    sim = engines[engines["simulated"]] if "simulated" in engines else engines.iloc[0:0]
+    if sim.empty:
+        return ""
+    first = sim.iloc[0]
+    return (
+        f"simulated {first['gpu']} engines (TP={first['tensor_parallel_size']}, "
+        f"PP={first['pipeline_parallel_size']}) serving {first['model']}"
+    )
+
+
+def latency_table(summary: LoadSummary, *, scope: str = "zone") -> pd.DataFrame:
+    """Requests and TTFT/TPOT/ITL/E2E percentiles (ms): overall and one row per ``scope``."""
+    frame = summary.to_frame()
+    rows = frame[frame["scope"].isin(["all", scope])]
+    columns = ["key", "requests", "completed", "failed", "request_throughput"]
+    for metric in ("ttft", "tpot", "itl", "e2el"):
+        columns += [f"p{p}_{metric}_ms" for p in (50, 90, 99)]
+    return rows[columns].rename(columns={"key": scope}).reset_index(drop=True)

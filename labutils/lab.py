@@ -8,6 +8,7 @@ in a fresh kernel each; executed copies and ``report.html`` (all plots embedded)
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,8 @@ def run_lab(
     """
     import papermill
 
+    # Kernels inherit this environment: no progress-bar redraws in the executed notebooks.
+    os.environ["LAB_PROGRESS"] = "0"
     chosen = lab_target(target)
     out = Path(out_dir)
     paths = [_resolve_notebook(p) for p in notebooks] if notebooks else list_notebooks()

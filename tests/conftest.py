@@ -14,10 +14,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
+# Progress bars are for people watching; in the suite (and the notebooks nbval runs in kernels
+# that inherit this environment) they would only fill logs and stored outputs.
+os.environ.setdefault("LAB_PROGRESS", "0")
+
 
 @pytest.fixture
 def data_dir() -> Path:
-    """Recorded real data (copied from ../shared/fixtures)."""
+    """Recorded real data (each file's origin is in tests/data/README.md)."""
     return DATA
 
 

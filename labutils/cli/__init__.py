@@ -1,7 +1,7 @@
 """``labctl``: the lab's command line.
 
-Each concern registers its own subcommands from its module (``register(subparsers)``), so this
-file only dispatches. Expected failures (:class:`~labutils.errors.LabError`) print one line and
+The command line lives in this package only: each module here adds one command group
+(``register(subparsers)``) on top of the library, and this file dispatches. Expected failures (:class:`~labutils.errors.LabError`) print one line and
 exit non-zero; anything else is a bug and keeps its traceback.
 """
 
@@ -20,16 +20,16 @@ __all__ = ["build_parser", "main"]
 # Modules that contribute subcommands; each defines ``register(subparsers)``.
 _COMMAND_MODULES = (
     "labutils.manifests",
-    "labutils.sim.cli",
+    "labutils.cli.plan",
+    "labutils.cli.sim",
     "labutils.cli.twin",
-    "labutils.drills",
+    "labutils.cli.drill",
     "labutils.cli.loadtest",
     "labutils.cli.cluster",
-    "labutils.lab",
-    "labutils.security",
-    "labutils.secretscan",
-    "labutils.sizing",
-    "labutils.lessons.n01_deploy",
+    "labutils.cli.lab",
+    "labutils.cli.scan",
+    "labutils.cli.secrets",
+    "labutils.cli.sizing",
     "labutils.cli.realengine",
 )
 

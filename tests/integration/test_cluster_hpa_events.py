@@ -15,6 +15,7 @@ import pytest
 from fakekube import FakeKube
 from fakekube.lab_objects import NAMESPACE, lab_objects
 
+from labutils import figures
 from labutils.config import LabConfig
 from labutils.errors import ValidationError
 from labutils.kube.hpa import hpa_spec_from_manifest
@@ -130,7 +131,7 @@ def test_decisions_and_checks_from_rescale_events(kube: FakeKube, tmp_path: Path
     with pytest.warns(UserWarning, match="not checkable on eks"):
         summary = autoscaling.what_if_summary(alternatives, start_s=t0)
     assert summary.empty and "peak groups" in summary.columns
-    texts = [t.get_text() for t in autoscaling.plot_what_if(alternatives, start_s=t0).axes[0].texts]
+    texts = [t.get_text() for t in figures.plot_what_if(alternatives, start_s=t0).axes[0].texts]
     assert texts == ["no recorded per-sync queue on this target"]
     assert autoscaling.replica_counts(log) == [1, 2, 3]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from twin_fixtures import ENGINE, write_rendered
 
+from labutils import figures, monitored_load
 from labutils.lessons import n03_monitoring as measure
 from labutils.loadtest import open_loop
 from labutils.targets.twin import TwinBackend
@@ -22,7 +23,7 @@ def test_monitored_load_through_the_gateway(tmp_path: Path) -> None:
         engines = measure.simulated_engines(twin)
         schedule = open_loop(10, arrival="poisson", requests=24, input_tokens=32,
                              output_tokens=8)  # fmt: skip
-        run = measure.run_monitored_load(twin, schedule, interval_s=0.3, progress=False)
+        run = monitored_load.run_monitored_load(twin, schedule, interval_s=0.3, progress=False)
     finally:
         twin.down()
     assert twin.leftovers()["pids"] == []
@@ -36,5 +37,5 @@ def test_monitored_load_through_the_gateway(tmp_path: Path) -> None:
     times = sorted({s.time_s for s in run.scrapes})
     assert times[0] <= run.started_at <= times[-1]
     assert not run.replicas.empty and set(run.replicas["replicas"]) == {1}
-    fig = measure.plot_server_timeline(run, title="t")
+    fig = figures.plot_server_timeline(run, title="t")
     assert len(fig.axes) == 4

@@ -11,7 +11,8 @@ from fakekube import FakeKube
 from labutils.config import LabConfig
 from labutils.lessons import n01_deploy as deploy
 from labutils.lessons import n06_cleanup as cleanup
-from labutils.manifests import render
+from labutils.manifests import plan, render
+from labutils.targets import rollout as rollouts
 from labutils.targets.eks import EksBackend
 
 ZONES = ("us-west-2a", "us-west-2b")
@@ -40,7 +41,7 @@ def test_watch_apply_checks_and_verified_reset_on_the_eks_path(
     rendered = _rendered(tmp_path)
     eks = EksBackend(kube.write_kubeconfig(), config=LabConfig(zones=ZONES), poll_s=0.05,
                      cache_dir=tmp_path / "discovery")  # fmt: skip
-    rollout = deploy.watch_apply(eks, rendered, timeout_s=30, poll_s=0.05)
+    rollout = rollouts.watch_apply(eks, rendered, timeout_s=30, poll_s=0.05)
     assert rollout.target == "eks"
     assert sorted(rollout.groups["group"]) == [f"vllm-{z}-0" for z in ZONES]
     # the fake controller marks pods Ready ready_delay_s after creating them
@@ -48,7 +49,7 @@ def test_watch_apply_checks_and_verified_reset_on_the_eks_path(
     deploy.check_available(eks.status())
     pods = eks.groups()
     deploy.check_group_count(rollout, rendered, pods)
-    deploy.check_leader_only_service(deploy.service_selection(rendered, pods))
+    deploy.check_leader_only_service(plan.service_selection(rendered, pods))
 
     before = cleanup.snapshot(eks)
     kinds = {kind for _, kind, _ in before.objects}

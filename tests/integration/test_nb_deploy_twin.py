@@ -9,7 +9,8 @@ import pytest
 from labutils.config import LabConfig
 from labutils.lessons import n01_deploy as deploy
 from labutils.lessons import n06_cleanup as cleanup
-from labutils.manifests import render
+from labutils.manifests import plan, render
+from labutils.targets import rollout as rollouts
 from labutils.targets.twin import TwinBackend
 
 ZONES = ("us-west-2a", "us-west-2b")
@@ -21,7 +22,7 @@ def test_apply_watch_request_and_verified_reset(tmp_path: Path) -> None:
     render(LabConfig(zones=ZONES, replicas=1), rendered)
     twin = TwinBackend(tmp_path / "state", model_load_s=0.3, time_scale=0.2)
     try:
-        rollout = deploy.watch_apply(twin, rendered, timeout_s=90, poll_s=0.1)
+        rollout = rollouts.watch_apply(twin, rendered, timeout_s=90, poll_s=0.1)
         frame = rollout.to_frame()
         assert sorted(frame["group"]) == [f"vllm-{z}-0" for z in ZONES]
         # each group became ready after it was first seen, and within the whole rollout
@@ -30,7 +31,7 @@ def test_apply_watch_request_and_verified_reset(tmp_path: Path) -> None:
         deploy.check_available(twin.status())
         pods = twin.groups()
         deploy.check_group_count(rollout, rendered, pods)
-        deploy.check_leader_only_service(deploy.service_selection(rendered, pods))
+        deploy.check_leader_only_service(plan.service_selection(rendered, pods))
 
         replies = deploy.first_requests(twin, 4, max_tokens=4)
         assert (replies["status"] == 200).all()

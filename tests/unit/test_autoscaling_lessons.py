@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from labutils.errors import ConfigError, MetricsError, ValidationError
+from labutils.errors import ConfigError, ValidationError
 from labutils.kube.hpa import Autoscaler, Behavior, PodSample, ScalingRules
 from labutils.lessons import n04_autoscaling as autoscaling
 
@@ -74,7 +74,7 @@ def test_replay_reproduces_the_log_and_catches_a_wrong_decision(dirs: tuple[Path
     assert "window 15 s" in autoscaling.check_scale_down_after_window(log, spec)
     tampered = log.copy()
     tampered.loc[3, "desired_replicas"] += 1
-    with pytest.raises(ValidationError, match=r"differ from labutils\.hpa"):
+    with pytest.raises(ValidationError, match=r"differ from labutils\.kube\.hpa"):
         autoscaling.check_decisions_match(autoscaling.replay(tampered, spec))
     idle = log.assign(usage=0.0, desired_replicas=log["current_replicas"])
     with pytest.raises(ValidationError, match="never scaled up"):
@@ -114,11 +114,6 @@ def test_gpu_nodes_and_node_pool(dirs: tuple[Path, Path]) -> None:
     pool = autoscaling.node_pool_settings(dirs[1], ZONE).set_index("field")
     assert pool.loc["requirement node.kubernetes.io/instance-type", "value"] == "In g5.12xlarge"
     assert "metric name" in " ".join(autoscaling.adapter_rules(dirs[1]).columns)
-
-
-def test_decisions_need_a_logging_backend() -> None:
-    with pytest.raises(MetricsError, match="does not log HPA decisions"):
-        autoscaling.decisions(object())
 
 
 def test_example_policies_and_helpers(dirs: tuple[Path, Path]) -> None:

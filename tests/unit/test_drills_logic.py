@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from labutils import drills
+from labutils import drills, figures
 from labutils.errors import ConfigError, ValidationError
 from labutils.lessons import n02_routing as routing
 from labutils.loadtest import LoadTestResult, RequestRecord, open_loop
@@ -100,12 +100,12 @@ def test_unhealthy_drill_allows_no_failure() -> None:
 def test_timeline_plot_marks_the_events() -> None:
     states = _states((0.0, A0, "UP"), (2.0, A0, "DOWN"))
     result = _result([(0.2, 0.5, "ok", A0), (1.2, 1.3, "http_5xx", A0)], states)
-    fig = drills.plot_timeline(result.to_frame(), result.marks, title="t")
+    fig = figures.plot_timeline(result.to_frame(), result.marks, title="t")
     assert isinstance(fig, Figure)
     labels = [t.get_text() for t in fig.axes[0].texts]
     assert labels == ["fault 1.0s", "detected 2.0s"]
     with pytest.raises(ConfigError, match="sent_s"):
-        drills.plot_timeline(result.to_frame().drop(columns=["sent_s"]))
+        figures.plot_timeline(result.to_frame().drop(columns=["sent_s"]))
 
 
 def test_split_frame_and_conformance_check() -> None:
@@ -143,7 +143,7 @@ def test_strategy_check_needs_less_traffic_on_the_slow_group() -> None:
     with pytest.raises(ValidationError, match=r"50\.0% .* not fewer than the 25\.0% a static"):
         routing.check_strategies(by_weight)
     assert list(by_weight.to_frame()["static_share"]) == [0.25, 0.25]
-    assert isinstance(routing.plot_strategies(frame), Figure)
+    assert isinstance(figures.plot_strategies(frame), Figure)
 
 
 def test_run_drill_rejects_unknown_or_unbounded_drills() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from labutils import figures
 from labutils.config import LabConfig
 from labutils.errors import ValidationError
 from labutils.lessons import n06_cleanup as cleanup
@@ -47,7 +48,7 @@ def test_snapshot_then_reset_is_verified_independently(tmp_path: Path) -> None:
         verified = cleanup.check_clean(cleanup.verify_clean(backend, before), before)
         assert verified["gone"].all()
         assert set(verified["now"]) == {"exited", "connection refused", "removed"}
-        assert cleanup.plot_reset(verified).axes[0].get_ylabel().startswith("count")
+        assert figures.plot_reset(verified).axes[0].get_ylabel().startswith("count")
     finally:
         if proc.poll() is None:
             proc.kill()

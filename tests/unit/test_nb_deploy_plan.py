@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from labutils import figures
 from labutils.config import LabConfig
 from labutils.errors import ManifestError, ValidationError
 from labutils.lessons import n01_deploy as deploy
-from labutils.manifests import render
+from labutils.manifests import plan, render
 
 ZONES = ("us-west-2a", "us-west-2b")
 
@@ -24,17 +25,17 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_plan_lists_every_applied_object_per_zone(rendered: Path) -> None:
-    plan = deploy.deployment_plan(rendered)
-    lws = plan[plan["kind"] == "LeaderWorkerSet"].set_index("zone")
+    table = plan.deployment_plan(rendered)
+    lws = table[table["kind"] == "LeaderWorkerSet"].set_index("zone")
     assert sorted(lws.index) == list(ZONES)
     # 3 groups x PP 2 pods x TP 4 GPUs (lab defaults) read back from the rendered YAML
     assert lws.loc["us-west-2a", "replicas"] == "3"
     assert int(lws.loc["us-west-2a", "gpus"]) == 3 * 2 * 4
-    assert "ScaledObject" not in set(plan["kind"])  # optional/ is never applied
-    svc = plan[(plan["kind"] == "Service") & (plan["zone"] == "us-west-2b")]
+    assert "ScaledObject" not in set(table["kind"])  # optional/ is never applied
+    svc = table[(table["kind"] == "Service") & (table["zone"] == "us-west-2b")]
     assert "worker-index=0" in svc["detail"].iloc[0]
-    assert set(plan[plan["zone"] == "(all)"]["kind"]) >= {"HTTPRoute", "Gateway", "Namespace"}
-    assert deploy.plot_plan(plan).axes[0].get_ylabel().startswith("GPUs")
+    assert set(table[table["zone"] == "(all)"]["kind"]) >= {"HTTPRoute", "Gateway", "Namespace"}
+    assert figures.plot_plan(table).axes[0].get_ylabel().startswith("GPUs")
 
 
 def test_summary_says_simulated_only_on_local(rendered: Path) -> None:
@@ -47,27 +48,27 @@ def test_summary_says_simulated_only_on_local(rendered: Path) -> None:
 
 
 def test_templates_and_serve_command_show_leader_worker_split(rendered: Path) -> None:
-    diff = deploy.lws_templates(rendered, "us-west-2b")
+    diff = plan.lws_templates(rendered, "us-west-2b")
     assert (diff["leader"] != diff["worker"]).all()
     assert any("readinessProbe" in f for f in diff["field"])
-    full = deploy.lws_templates(rendered, only_differences=False)
+    full = plan.lws_templates(rendered, only_differences=False)
     assert len(full) > len(diff)
-    cmd = deploy.serve_command(rendered).set_index("flag")
+    cmd = plan.serve_command(rendered).set_index("flag")
     assert cmd.loc["--headless", "leader"] == "False" and cmd.loc["--headless", "worker"] == "True"
     assert cmd.loc["--node-rank", "leader"] == "0"
     assert cmd.loc["--node-rank", "worker"] == "$(LWS_WORKER_INDEX)"
     with pytest.raises(ManifestError, match="us-west-2a, us-west-2b"):
-        deploy.serve_command(rendered, "eu-west-1a")
+        plan.serve_command(rendered, "eu-west-1a")
 
 
 def test_parallel_layout_check_catches_a_mismatch(rendered: Path, tmp_path: Path) -> None:
-    layout = deploy.check_parallel_layout(deploy.parallel_layout(rendered))
+    layout = deploy.check_parallel_layout(plan.parallel_layout(rendered))
     assert (layout["gpus_per_group"] == layout["tp_x_pp"]).all()
     broken = layout.copy()
     broken.loc[0, "holds"] = False
     with pytest.raises(ValidationError, match="vllm-us-west-2a"):
         deploy.check_parallel_layout(broken)
-    placement = deploy.zone_placement(rendered).set_index("lws")
+    placement = plan.zone_placement(rendered).set_index("lws")
     assert placement.loc["vllm-us-west-2b", "required_node_zone"] == "us-west-2b"
     assert placement.loc["vllm-us-west-2b", "model_cache_pvc"] == "vllm-models-us-west-2b"
 
@@ -88,7 +89,7 @@ def test_service_selects_leaders_only_and_check_flags_a_bad_selector(
     rendered: Path, tmp_path: Path
 ) -> None:
     pods = _pods(ZONES, 3, 2)
-    selection = deploy.check_leader_only_service(deploy.service_selection(rendered, pods))
+    selection = deploy.check_leader_only_service(plan.service_selection(rendered, pods))
     assert set(selection[selection["role"] == "worker"]["selected_by"]) == {"(none)"}
     assert set(selection[selection["role"] == "leader"]["selected_by"]) == {
         f"vllm-{z}-api" for z in ZONES
@@ -101,7 +102,7 @@ def test_service_selects_leaders_only_and_check_flags_a_bad_selector(
     del svc["spec"]["selector"]["leaderworkerset.sigs.k8s.io/worker-index"]
     svc_file.write_text(yaml.safe_dump(svc))
     with pytest.raises(ValidationError, match="worker vllm-us-west-2a-0-1"):
-        deploy.check_leader_only_service(deploy.service_selection(bad, pods))
+        deploy.check_leader_only_service(plan.service_selection(bad, pods))
 
 
 def _rollout(zones: tuple[str, ...], groups: int, ready: bool = True) -> deploy.Rollout:
@@ -123,7 +124,7 @@ def test_group_count_check(rendered: Path) -> None:
         deploy.check_group_count(_rollout(ZONES, 2), rendered, _pods(ZONES, 2, 2))
     with pytest.raises(ValidationError, match=r"groups with \[1\] pods, LWS size 2"):
         deploy.check_group_count(_rollout(ZONES, 3), rendered, _pods(ZONES, 3, 1))
-    fig = deploy.plot_rollout(_rollout(ZONES, 3))
+    fig = figures.plot_rollout(_rollout(ZONES, 3))
     assert "SIMULATED" in fig.axes[0].get_title()
 
 

@@ -14,6 +14,7 @@ import pytest
 from labutils.config import project_root
 from labutils.errors import ConfigError
 from labutils.lessons import n00_preflight as preflight
+from labutils.targets import preflight as target_preflight
 from labutils.targets.twin.state import record_of
 
 
@@ -22,7 +23,7 @@ def _by_check(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_local_preflight_passes_here(tmp_path: Path) -> None:
-    checks = _by_check(preflight.local_preflight(state_dir=tmp_path / "state"))
+    checks = _by_check(target_preflight.local_preflight(state_dir=tmp_path / "state"))
     assert list(checks.columns) == ["ok", "detail", "fix"]
     assert checks.loc["Python", "ok"]
     assert checks.loc["state dir writable", "ok"]
@@ -31,8 +32,8 @@ def test_local_preflight_passes_here(tmp_path: Path) -> None:
         "manifests render and validate", "detail"
     ]
     if shutil.which("haproxy"):
-        version = preflight.haproxy_version()
-        assert version is not None and version[:2] >= preflight.MIN_HAPROXY
+        version = target_preflight.haproxy_version()
+        assert version is not None and version[:2] >= target_preflight.MIN_HAPROXY
 
 
 def test_stale_twin_state_fails_with_the_reset_command(tmp_path: Path) -> None:
@@ -42,7 +43,7 @@ def test_stale_twin_state_fails_with_the_reset_command(tmp_path: Path) -> None:
         state = {"controller": {"pid": 999_999, "create_time": 1.0, "role": "controller"},
                  "processes": [record_of(proc.pid, "engine")]}  # fmt: skip
         (tmp_path / "state.json").write_text(json.dumps(state))
-        checks = _by_check(preflight.local_preflight(state_dir=tmp_path))
+        checks = _by_check(target_preflight.local_preflight(state_dir=tmp_path))
         row = checks.loc["twin in this state dir"]
         assert not row["ok"] and str(proc.pid) in row["detail"]
         assert "labctl reset --target local --yes" in row["fix"]
@@ -52,7 +53,7 @@ def test_stale_twin_state_fails_with_the_reset_command(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     # once the process is gone the old state is harmless
-    assert _by_check(preflight.local_preflight(state_dir=tmp_path)).loc[
+    assert _by_check(target_preflight.local_preflight(state_dir=tmp_path)).loc[
         "twin in this state dir", "ok"
     ]
 
@@ -64,7 +65,7 @@ def test_unwritable_state_dir_and_broken_manifests_fail(tmp_path: Path) -> None:
     shutil.copytree(project_root() / "manifests", source)
     svc = source / "zone" / "service.yaml"  # the seed's mistake: the Service selects workers too
     svc.write_text(svc.read_text().replace('leaderworkerset.sigs.k8s.io/worker-index: "0"', ""))
-    checks = _by_check(preflight.local_preflight(state_dir=blocker / "state", source=source))
+    checks = _by_check(target_preflight.local_preflight(state_dir=blocker / "state", source=source))
     assert not checks.loc["state dir writable", "ok"]
     assert "LAB_STATE_DIR" in checks.loc["state dir writable", "fix"]
     assert "twin in this state dir" not in checks.index  # nothing to inspect there

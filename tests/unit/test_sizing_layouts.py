@@ -9,7 +9,7 @@ import matplotlib
 import pandas as pd
 import pytest
 
-from labutils import sizing
+from labutils import figures, sizing
 from labutils.catalog import INSTANCE_TYPES, load_prices
 from labutils.cli import main
 from labutils.errors import ConfigError, LoadTestError, ValidationError
@@ -192,10 +192,10 @@ def test_plots_draw_one_bar_per_layout_and_one_point_per_step() -> None:
         ]
     )
     rec = sizing.recommend(frame)
-    bars = sizing.plot_cost_bars(rec.to_frame())
+    bars = figures.plot_cost_bars(rec.to_frame())
     assert [p.get_height() for p in bars.axes[0].patches] == [1.0, 4.0]
     assert "SIMULATED l4 engines serving m" in bars.axes[0].get_title()
-    scatter = sizing.plot_cost_vs_throughput(frame)
+    scatter = figures.plot_cost_vs_throughput(frame)
     offsets = [c.get_offsets() for c in scatter.axes[0].collections]
     assert sum(len(o) for o in offsets) == 3
 

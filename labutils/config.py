@@ -21,6 +21,7 @@ __all__ = [
     "TARGETS",
     "LabConfig",
     "default_state_dir",
+    "lab_files_root",
     "lab_target",
     "load_config",
     "manifests_dir",
@@ -31,13 +32,25 @@ TARGETS = ("local", "eks")
 
 
 def project_root() -> Path:
-    """The checkout this package was installed from (editable install)."""
+    """The folder above the package: the checkout for an editable install, else site-packages."""
     return Path(__file__).resolve().parent.parent
 
 
+def lab_files_root() -> Path:
+    """Where ``manifests/`` and ``notebooks/`` are: the checkout, or the wheel's bundled copy.
+
+    An editable install (``make setup``) reads the checkout, so edits to ``manifests/`` take
+    effect at once; ``pip install .`` installs them as ``labutils/_bundled/``.
+    """
+    checkout = project_root()
+    if (checkout / "manifests" / "lab.yaml").is_file():
+        return checkout
+    return Path(__file__).resolve().parent / "_bundled"
+
+
 def manifests_dir() -> Path:
-    """The source manifests folder (``$LAB_MANIFESTS`` or ``<project>/manifests``)."""
-    return Path(os.environ.get("LAB_MANIFESTS") or project_root() / "manifests")
+    """The source manifests folder (``$LAB_MANIFESTS``, else ``manifests/`` of the lab)."""
+    return Path(os.environ.get("LAB_MANIFESTS") or lab_files_root() / "manifests")
 
 
 def default_state_dir() -> Path:

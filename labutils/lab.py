@@ -16,7 +16,7 @@ from typing import Any
 
 import nbformat
 
-from labutils.config import lab_target, project_root
+from labutils.config import lab_files_root, lab_target
 from labutils.errors import ConfigError, LabError
 
 __all__ = [
@@ -45,7 +45,7 @@ class LabRunResult:
 
 def list_notebooks(folder: Path | None = None) -> list[Path]:
     """The lab's notebooks in teaching order (file names start with a two-digit number)."""
-    nb_dir = folder or project_root() / "notebooks"
+    nb_dir = folder or lab_files_root() / "notebooks"
     found = sorted(p for p in nb_dir.glob("[0-9][0-9]*.ipynb") if p.is_file())
     if not found:
         raise ConfigError(f"{nb_dir}: no notebooks named NN-*.ipynb found")
@@ -54,7 +54,7 @@ def list_notebooks(folder: Path | None = None) -> list[Path]:
 
 def _resolve_notebook(path: Path) -> Path:
     # A bare name ("01-x.ipynb") means the lab's own notebook of that name.
-    for cand in (Path(path), project_root() / "notebooks" / Path(path).name):
+    for cand in (Path(path), lab_files_root() / "notebooks" / Path(path).name):
         if cand.is_file():
             return cand
     names = ", ".join(p.name for p in list_notebooks())

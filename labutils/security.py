@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from labutils.config import project_root
+from labutils.config import manifests_dir, project_root
 from labutils.errors import ConfigError, LabError
 
 __all__ = [
@@ -92,7 +92,7 @@ def load_allowlist(path: Path | None = None) -> list[AllowEntry]:
     ``resources`` is a list of glob patterns over checkov's resource names (e.g.
     ``Pod.*-worker``) so a check is allowed only where its reason applies.
     """
-    file = path or project_root() / "manifests" / "checkov-allowlist.yaml"
+    file = path or manifests_dir() / "checkov-allowlist.yaml"
     if not file.exists():
         return []
     try:

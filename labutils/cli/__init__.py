@@ -1,8 +1,9 @@
 """``labctl``: the lab's command line.
 
 The command line lives in this package only: each module here adds one command group
-(``register(subparsers)``) on top of the library, and this file dispatches. Expected failures (:class:`~labutils.errors.LabError`) print one line and
-exit non-zero; anything else is a bug and keeps its traceback.
+(``register(subparsers)``) on top of the library, and this file dispatches. Expected failures
+(:class:`~labutils.errors.LabError`) print one line and exit non-zero; anything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -42,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"labctl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # that part of the lab is not installed in this checkout yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(name).register(subparsers)
     return parser
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from labutils.config import lab_target
-from labutils.errors import TwinError
 
 __all__ = ["register"]
 
@@ -97,15 +95,10 @@ def _local_preflight() -> pd.DataFrame:
 
 def _reset(args: argparse.Namespace) -> int:
     if lab_target(args.target) == "local":
-        try:
-            twin = importlib.import_module("labutils.targets.twin")
-        except ImportError as exc:
-            raise TwinError(
-                f"reset --target local needs labutils.targets.twin, not importable ({exc}); "
-                "reinstall the lab (pip install -e '.[dev]')"
-            ) from None
+        from labutils.targets.twin import TwinBackend
+
         # None lets the twin pick its default ($LAB_STATE_DIR or the user cache)
-        backend = twin.TwinBackend(state_dir=args.state_dir)
+        backend = TwinBackend(state_dir=args.state_dir)
         frame = backend.reset(yes=args.yes)
         _print(frame, "local twin: nothing to reset")
         return 0

@@ -622,16 +622,21 @@ def _parse_rules(raw: Any, default: ScalingRules, where: str) -> ScalingRules:
 
 
 def _quantity(value: Any) -> float:
-    """A Kubernetes quantity (``500m``, ``2``, ``1k``, ``1Gi``) as a float."""
-    text = str(value).strip()
-    suffixes = {
-        "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-        "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-    }  # fmt: skip
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if text.endswith(suffix):
-            return float(text[: -len(suffix)]) * suffixes[suffix]
-    return float(text)
+    """A Kubernetes quantity (``500m``, ``1Gi``, ``2n``, ``1Ei``, ``1e3``...) as a float.
+
+    Parsed by the official client's ``kubernetes.utils.parse_quantity`` (every SI and binary
+    suffix and exponents, as ``k8s.io/apimachinery/pkg/api/resource`` accepts them); imported
+    here, not at module level, so that processes that never read a manifest stay lean.
+
+    Raises:
+        ConfigError: ``value`` is not a Kubernetes quantity.
+    """
+    from kubernetes.utils import parse_quantity
+
+    try:
+        return float(parse_quantity(value))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{value!r} is not a Kubernetes quantity ({exc})") from None
 
 
 def _parse_metric(raw: dict[str, Any], where: str) -> MetricSpec:

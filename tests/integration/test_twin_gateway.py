@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 import itertools
 
-from twin_fixtures import ENGINE, STUB_ENGINE, write_rendered
+from twin_fixtures import ENGINE, STUB_ENGINE, wait_for, write_rendered
 
 from labutils.targets.twin import TwinBackend
 
@@ -78,10 +78,16 @@ async def _send(
                     headers=headers or {},
                 ) as r:
                     body = await r.read()
-                    results.append({"status": r.status, "zone": r.headers.get("x-lab-zone"),
-                                    "group": r.headers.get("x-lab-group"), "t": start,
-                                    "seen": r.headers.get("x-lab-seen-headers"),
-                                    "body": body[:200]})  # fmt: skip
+                    results.append(
+                        {
+                            "status": r.status,
+                            "zone": r.headers.get("x-lab-zone"),
+                            "group": r.headers.get("x-lab-group"),
+                            "t": start,
+                            "seen": r.headers.get("x-lab-seen-headers"),
+                            "body": body[:200],
+                        }
+                    )
             except aiohttp.ClientError as exc:
                 results.append({"status": -1, "zone": None, "t": start, "error": str(exc)})
 
@@ -91,19 +97,24 @@ async def _send(
     return results
 
 
-def _wait_out_of_rotation(twin: TwinBackend, server: str, timeout_s: float = 15.0) -> float:
-    """Seconds until HAProxy's ``show stat`` has ``server`` DOWN in every backend holding it."""
+def _wait_out_of_rotation(twin: TwinBackend, server: str, timeout_s: float = 15.0) -> None:
+    """Wait until HAProxy's ``show stat`` has ``server`` DOWN in every backend holding it.
+
+    How fast that happens is measured by benchmarks/twin_gateway.py (detection time), not
+    asserted here: on a loaded 2-core machine a wall-clock bound is a coin toss.
+    """
     from labutils.targets.twin.haproxy import runtime_command, server_stats
 
-    start = time.monotonic()
-    seen: list[str] = []
-    while time.monotonic() - start < timeout_s:
+    def statuses() -> list[str]:
         text = asyncio.run(runtime_command(twin.state_dir / "haproxy.sock", "show stat"))
-        seen = [row.status for row in server_stats(text) if row.server == server]
-        if seen and all(s.startswith(("DOWN", "MAINT")) for s in seen):
-            return time.monotonic() - start
-        time.sleep(0.05)
-    raise AssertionError(f"{server} still in rotation after {timeout_s} s: {seen}")
+        return [row.status for row in server_stats(text) if row.server == server]
+
+    wait_for(
+        statuses,
+        lambda seen: bool(seen) and all(s.startswith(("DOWN", "MAINT")) for s in seen),
+        f"{server} DOWN in every HAProxy backend",
+        timeout_s=timeout_s,
+    )
 
 
 def test_zone_split_matches_route_weights(twin: TwinBackend) -> None:
@@ -123,8 +134,12 @@ def test_zone_split_matches_route_weights(twin: TwinBackend) -> None:
     else:
         pytest.fail(f"no attempt within 5 points of 70/30 over 500 requests: {shares}")
     groups = Counter(r["group"] for r in results)
-    assert set(groups) == {"vllm-us-west-2a-0", "vllm-us-west-2a-1", "vllm-us-west-2b-0",
-                           "vllm-us-west-2b-1"}  # fmt: skip
+    assert set(groups) == {
+        "vllm-us-west-2a-0",
+        "vllm-us-west-2a-1",
+        "vllm-us-west-2b-0",
+        "vllm-us-west-2b-1",
+    }
 
 
 def test_measure_split_retries_a_miss_and_reports_every_attempt(twin: TwinBackend) -> None:
@@ -175,7 +190,7 @@ async def _stream_gaps(url: str, tokens: int) -> list[float]:
         aiohttp.ClientSession() as s,
         s.post(
             url + "/v1/completions", json={"prompt": "x", "max_tokens": tokens, "stream": True}
-        ) as r,  # fmt: skip
+        ) as r,
     ):
         async for line in r.content:
             if line.startswith(b"data: {"):
@@ -193,53 +208,38 @@ def test_sse_streams_through_gateway_event_by_event(stub_twin: TwinBackend) -> N
 
 def test_zone_kill_fails_over_and_restore_brings_it_back(twin: TwinBackend) -> None:
     url = twin.endpoints().gateway_url
-
-    async def drill() -> tuple[list[dict[str, Any]], float]:
-        stop_at = time.monotonic() + 6.0
-        results: list[dict[str, Any]] = []
-        killed_at = 0.0
-
-        async def load() -> None:
-            while time.monotonic() < stop_at:
-                results.extend(await _send(url, 20, concurrency=4))
-
-        task = asyncio.create_task(load())
-        await asyncio.sleep(1.0)
-        killed_at = time.monotonic()
-        await asyncio.to_thread(twin.fail, zone="us-west-2a", mode="kill")
-        await task
-        return results, killed_at
-
-    results, killed_at = asyncio.run(drill())
-    failures = [r for r in results if r["status"] != 200]
-    last_failure_s = max((r["t"] for r in failures), default=killed_at) - killed_at
-    # interval 1 s x unhealthy threshold 2, plus one interval, plus slack for a loaded machine
-    assert last_failure_s <= 1.0 * 2 + 1.0 + 1.5, f"failures until +{last_failure_s:.2f}s"
-    after = [r for r in results if r["t"] > killed_at + 4.5]
-    assert after and all(r["status"] == 200 for r in after)
-    assert all(r["zone"] == "us-west-2b" for r in after)
+    before = asyncio.run(_send(url, 40, concurrency=4))
+    assert all(r["status"] == 200 for r in before)
+    twin.fail(zone="us-west-2a", mode="kill")
+    # Requests sent before the health checks notice can fail; once HAProxy has the zone's
+    # servers DOWN (the observable state), every request must succeed in the other zone.
+    _wait_out_of_rotation(twin, "vllm-us-west-2a-0")
+    after = asyncio.run(_send(url, 80, concurrency=4))
+    assert all(r["status"] == 200 for r in after), Counter(r["status"] for r in after)
+    assert {r["zone"] for r in after} == {"us-west-2b"}
     twin.restore(zone="us-west-2a")
-    deadline = time.monotonic() + 20
-    zones: Counter[str | None] = Counter()
-    while time.monotonic() < deadline:
-        zones = Counter(r["zone"] for r in asyncio.run(_send(url, 40, concurrency=4)))
-        if zones["us-west-2a"] > 0:
-            break
-        time.sleep(0.3)
-    assert zones["us-west-2a"] > 0, "restored zone never received traffic again"
+    wait_for(
+        lambda: Counter(r["zone"] for r in asyncio.run(_send(url, 40, concurrency=4))),
+        lambda zones: zones["us-west-2a"] > 0,
+        "the restored zone to receive traffic again",
+    )
     events = twin.events()
     assert {"fault", "restore", "group-recreated"} <= set(events["kind"])
 
 
 def test_weighted_strict_gives_the_dead_zone_share_503(tmp_path: Path) -> None:
     rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1, "us-west-2b": 1})
-    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.2,
-                       strategy="weighted-strict", time_scale=TIME_SCALE)  # fmt: skip
+    twin = TwinBackend(
+        tmp_path / "state",
+        engine=ENGINE,
+        model_load_s=0.2,
+        strategy="weighted-strict",
+        time_scale=TIME_SCALE,
+    )
     try:
         twin.up(rendered, timeout_s=60)
         twin.fail(zone="us-west-2a", mode="kill")
-        # interval x threshold + the check in flight, plus slack for a loaded machine
-        assert _wait_out_of_rotation(twin, "vllm-us-west-2a-0") <= 1.0 * 2 + 1.0 + 1.5
+        _wait_out_of_rotation(twin, "vllm-us-west-2a-0")
         results = asyncio.run(_send(twin.endpoints().gateway_url, 200))
     finally:
         twin.down()
@@ -262,7 +262,7 @@ def test_unhealthy_group_leaves_rotation_and_exporter_shows_it(twin: TwinBackend
     twin.wait_ready(30)
     twin.fail(group="vllm-us-west-2b-0", mode="unhealthy")
     try:
-        assert _wait_out_of_rotation(twin, "vllm-us-west-2b-0") <= 1.0 * 2 + 1.0 + 1.5
+        _wait_out_of_rotation(twin, "vllm-us-west-2b-0")
         results = asyncio.run(_send(twin.endpoints().gateway_url, 100))
         assert all(r["status"] == 200 for r in results)
         groups = Counter(r["group"] for r in results)

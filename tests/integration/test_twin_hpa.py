@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from twin_fixtures import ENGINE, write_rendered
+from twin_fixtures import ENGINE, wait_for, write_rendered
 from twin_gateway_client import send_requests
 
 from labutils.targets.twin import TwinBackend
@@ -27,20 +26,27 @@ HPA = {
         }
     ],
     "behavior": {
-        "scaleUp": {"stabilizationWindowSeconds": 0,
-                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 1}]},
-        "scaleDown": {"stabilizationWindowSeconds": 3,
-                      "policies": [{"type": "Pods", "value": 1, "periodSeconds": 1}]},
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "policies": [{"type": "Pods", "value": 2, "periodSeconds": 1}],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": 3,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 1}],
+        },
     },
-}  # fmt: skip
+}
 
 
 def test_load_step_scales_up_then_down_after_window(tmp_path: Path) -> None:
     rendered = write_rendered(tmp_path / "rendered", {"us-west-2a": 1}, replicas=1, hpa=HPA)
     twin = TwinBackend(
-        tmp_path / "state", engine=ENGINE, model_load_s=0.2, sync_period_s=0.5,
+        tmp_path / "state",
+        engine=ENGINE,
+        model_load_s=0.2,
+        sync_period_s=0.5,
         time_scale=0.2,
-    )  # fmt: skip
+    )
     try:
         twin.up(rendered, timeout_s=60)
         url = twin.endpoints().gateway_url
@@ -49,11 +55,11 @@ def test_load_step_scales_up_then_down_after_window(tmp_path: Path) -> None:
         assert all(r["status"] == 200 for r in results)
         peak = twin.hpa_events()["desired_replicas"].max()
         assert peak == 3
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if twin.status()["replicas"].iloc[0] == 1:
-                break
-            time.sleep(0.3)
+        wait_for(
+            lambda: int(twin.status()["replicas"].iloc[0]),
+            lambda n: n == 1,
+            "the HPA to scale back to 1 group",
+        )
         events = twin.hpa_events()
     finally:
         twin.down()

@@ -7,15 +7,15 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from twin_fixtures import ENGINE, write_rendered
+from twin_fixtures import ENGINE, wait_for, write_rendered
 from twin_gateway_client import send_requests
 
 from labutils.cli import main as labctl
@@ -59,8 +59,7 @@ def _recorded_pids(twin: TwinBackend) -> list[int]:
 
 def test_up_idempotent_scale_recreate_and_clean_down(tmp_path: Path) -> None:
     rendered = write_rendered(tmp_path / "rendered", WEIGHTS, replicas=1)
-    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.3,
-                       time_scale=0.2)  # fmt: skip
+    twin = TwinBackend(tmp_path / "state", engine=ENGINE, model_load_s=0.3, time_scale=0.2)
     try:
         twin.up(rendered, timeout_s=60)
         first = twin._state()["controller"]["pid"]
@@ -70,13 +69,11 @@ def test_up_idempotent_scale_recreate_and_clean_down(tmp_path: Path) -> None:
         # a crashed engine is recreated as a whole group (RecreateGroupOnPodRestart)
         leader = twin.groups().query("role == 'leader' and group == 'vllm-us-west-2a-0'")
         os.kill(int(leader["pid"].iloc[0]), signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            row = twin.groups().query("role == 'leader' and group == 'vllm-us-west-2a-0'")
-            if int(row["restarts"].iloc[0]) == 1 and bool(row["ready"].iloc[0]):
-                break
-            time.sleep(0.2)
-        assert int(row["restarts"].iloc[0]) == 1 and bool(row["ready"].iloc[0])
+        wait_for(
+            lambda: twin.groups().query("role == 'leader' and group == 'vllm-us-west-2a-0'"),
+            lambda row: int(row["restarts"].iloc[0]) == 1 and bool(row["ready"].iloc[0]),
+            "group vllm-us-west-2a-0 recreated once and ready",
+        )
 
         # scale up then down while requests flow: none may fail
         url = twin.endpoints().gateway_url
@@ -102,8 +99,11 @@ def test_up_idempotent_scale_recreate_and_clean_down(tmp_path: Path) -> None:
         assert len(ports) >= 2 + 3  # gateway, stats, zone frontends, engines
     finally:
         twin.down()
-    time.sleep(0.2)
-    assert not [p for p in procs.values() if p.is_running() and p.status() != "zombie"]
+    wait_for(
+        lambda: [p.pid for p in procs.values() if p.is_running() and p.status() != "zombie"],
+        lambda alive: not alive,
+        "every process of the twin to exit",
+    )
     assert all(_refused(p) for p in ports)
     assert twin.leftovers() == {"pids": [], "ports": []}
     assert twin.down() == []  # idempotent
@@ -119,7 +119,12 @@ def test_down_cleans_up_after_a_crashed_controller(tmp_path: Path) -> None:
         dry_run = twin.reset()  # what `labctl reset --target local` would stop
         assert len(dry_run) == len(pids) and dry_run["alive"].all()
         os.kill(pids[0], signal.SIGKILL)  # the controller dies; its children stay behind
-        time.sleep(0.3)
+        controller = procs[pids[0]]
+        wait_for(
+            lambda: controller.is_running() and controller.status() != "zombie",
+            lambda running: not running,
+            "the killed controller to exit",
+        )
         assert any(p.is_running() for pid, p in procs.items() if pid != pids[0])
     finally:
         stopped = twin.down()
@@ -137,14 +142,18 @@ def test_cli_up_status_fail_restore_down(
     base = ["twin"]
     common = ["--state-dir", state, "--engine", engine]
     try:
-        assert labctl([*base, "up", *common, "--manifests", str(rendered), "--model-load-s",
-                       "0.2"]) == 0  # fmt: skip
+        assert (
+            labctl([*base, "up", *common, "--manifests", str(rendered), "--model-load-s", "0.2"])
+            == 0
+        )
         out = capsys.readouterr().out
         assert "gateway: http://127.0.0.1:" in out and "group vllm-us-west-2b-0" in out
         assert labctl([*base, "status", *common, "--json"]) == 0
         assert '"ready_replicas": 1' in capsys.readouterr().out
-        assert labctl([*base, "fail", *common, "--group", "vllm-us-west-2b-0", "--mode",
-                       "unhealthy"]) == 0  # fmt: skip
+        assert (
+            labctl([*base, "fail", *common, "--group", "vllm-us-west-2b-0", "--mode", "unhealthy"])
+            == 0
+        )
         assert labctl([*base, "fail", *common, "--zone", "nowhere"]) != 0
         err = capsys.readouterr().err
         assert "unknown zone 'nowhere'" in err and "Traceback" not in err
@@ -176,12 +185,28 @@ def test_changed_manifests_apply_live(tmp_path: Path) -> None:
         # HAProxy dies: the controller starts it again on the same ports
         haproxy = next(p for p in twin._state()["processes"] if p["role"] == "haproxy")
         os.kill(int(haproxy["pid"]), signal.SIGKILL)
-        deadline = time.monotonic() + 15
-        ok = False
-        while time.monotonic() < deadline and not ok:
-            time.sleep(0.3)
-            ok = all(r["status"] == 200 for r in asyncio.run(send_requests(
-                twin.endpoints().gateway_url, 4, concurrency=1)))  # fmt: skip
-        assert ok and "haproxy-restarted" in set(twin.events()["kind"])
+        wait_for(
+            lambda: [
+                r["status"]
+                for r in asyncio.run(send_requests(twin.endpoints().gateway_url, 4, concurrency=1))
+            ],
+            lambda statuses: all(s == 200 for s in statuses),
+            "the restarted HAProxy to serve 4 requests in a row",
+            timeout_s=15,
+        )
+        assert "haproxy-restarted" in set(twin.events()["kind"])
     finally:
         twin.down()
+
+
+def test_twin_up_without_haproxy_names_it_and_the_install_command(tmp_path: Path) -> None:
+    env = {**os.environ, "LAB_HAPROXY": str(tmp_path / "no-such-haproxy")}
+    done = subprocess.run(
+        [sys.executable, "-m", "labutils.cli", "twin", "up", "--state-dir", str(tmp_path / "s")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "haproxy not found" in lines[0] and "apt-get install -y haproxy" in lines[0]
+    assert not (tmp_path / "s" / "state.json").exists()  # nothing was started

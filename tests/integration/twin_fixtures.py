@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -15,6 +17,28 @@ ENGINE = "sim"
 # 8B on H100 keeps the simulated step time short, so tests stay fast on a loaded machine.
 INSTANCE_TYPE = "p5.48xlarge"
 ZONE_LABEL = "vllm-lws-lab.io/zone"
+
+T = TypeVar("T")
+
+
+def wait_for(
+    observe: Callable[[], T], done: Callable[[T], bool], what: str, *, timeout_s: float = 30.0
+) -> T:
+    """Poll ``observe()`` until ``done`` holds for what it returned; return that observation.
+
+    Tests wait for an observable state (a group ready again, a server DOWN in HAProxy, a
+    process gone), never for a fixed time; the timeout only bounds a test that would hang, and
+    its error names what was awaited and the last observation.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = observe()
+        if done(seen):
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; "
+                                 f"last seen: {seen!r}")  # fmt: skip
+        time.sleep(0.05)
 
 
 def zone_objects(zone: str, replicas: int, hpa: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -288,6 +288,40 @@ def test_manifest_defaults_and_partial_behavior() -> None:
     assert spec.behavior.scale_up == Behavior().scale_up  # defaulted
 
 
+@pytest.mark.parametrize(
+    ("quantity", "value"),
+    [
+        ("500m", 0.5), ("2", 2.0), ("1k", 1e3), ("1Gi", 2.0**30), ("250n", 250e-9),
+        ("3u", 3e-6), ("1P", 1e15), ("1E", 1e18), ("1Pi", 2.0**50), ("1Ei", 2.0**60),
+        ("1e3", 1e3), ("1.5E2", 150.0),
+    ],
+)  # fmt: skip
+def test_manifest_targets_accept_every_kubernetes_quantity(quantity: str, value: float) -> None:
+    # n, u, P, E, Pi, Ei and exponents are valid quantities (k8s.io/apimachinery resource.Quantity);
+    # the old hand-written parser knew only m, k, M, G, T, Ki..Ti.
+    metric = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "vllm:num_requests_waiting"},
+            "target": {"type": "AverageValue", "averageValue": quantity},
+        },
+    }
+    spec = hpa_spec_from_manifest(_manifest(metrics=[metric]))
+    assert spec.metrics[0].target == pytest.approx(value)
+
+
+def test_a_malformed_quantity_names_itself() -> None:
+    metric = {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": "vllm:num_requests_waiting"},
+            "target": {"type": "AverageValue", "averageValue": "5 apples"},
+        },
+    }
+    with pytest.raises(ConfigError, match="'5 apples' is not a Kubernetes quantity"):
+        hpa_spec_from_manifest(_manifest(metrics=[metric]))
+
+
 def test_manifest_errors_name_the_field() -> None:
     with pytest.raises(ConfigError, match=r"maxReplicas"):
         hpa_spec_from_manifest(_manifest(maxReplicas=0))

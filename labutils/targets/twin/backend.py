@@ -24,7 +24,7 @@ from labutils._progress import progress_bar, show_progress
 from labutils.config import project_root
 from labutils.errors import EndpointError, TwinError, WaitTimeout
 from labutils.protocol import Endpoints, GroupEndpoint, MetricsScrape
-from labutils.targets.twin.haproxy import STRATEGIES
+from labutils.targets.twin.haproxy import STRATEGIES, haproxy_binary
 from labutils.targets.twin.options import TwinOptions
 from labutils.targets.twin.ports import listening_ports
 from labutils.targets.twin.spec import load_twin_spec, manifests_digest
@@ -39,6 +39,19 @@ from labutils.targets.twin.state import (
 __all__ = ["FAULT_MODES", "TwinBackend"]
 
 FAULT_MODES = ("kill", "unhealthy", "slow")
+
+
+def _last_error(log_path: Path) -> str:
+    """The controller log's last error line (a LabError's message or a traceback's last line)."""
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "no log written"
+    lines = [ln for ln in lines if ln]
+    for line in reversed(lines):
+        if "error" in line.lower() or "Error" in line:
+            return line[:400]
+    return lines[-1][:400] if lines else "no output"
 
 
 def _alive(record: dict[str, Any] | None) -> bool:
@@ -128,6 +141,7 @@ class TwinBackend:
             TwinError: the manifests are invalid or a process could not start.
             WaitTimeout: not every LWS became Available within ``timeout_s``.
         """
+        haproxy_binary()  # a missing HAProxy is named here, not only in the controller's log
         manifests = Path(rendered_dir or self._render_default()).resolve()
         load_twin_spec(manifests)  # fail here, with file names, rather than in the controller
         digest = manifests_digest(manifests)
@@ -164,9 +178,10 @@ class TwinBackend:
         while read_state(self.state_dir) is None:
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.down()
+                log_path = self.state_dir / "logs" / "controller.log"
+                what = "exited" if proc.poll() is not None else "did not start in 30 s"
                 raise TwinError(
-                    f"twin controller exited ({proc.poll()}); see "
-                    f"{self.state_dir / 'logs' / 'controller.log'}"
+                    f"twin controller {what}: {_last_error(log_path)}; full log: {log_path}"
                 )
             time.sleep(0.05)
         return self.wait_ready(timeout_s) if wait else self.status()
@@ -176,10 +191,8 @@ class TwinBackend:
     def _render_default(self) -> Path:
         # Without a folder, render manifests/ + lab.yaml into the state dir (as `labctl
         # render` would), so notebooks can call apply() right away.
-        try:
-            from labutils.manifests import render  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
-            return project_root() / "rendered"
+        from labutils.manifests import render
+
         out = self.state_dir / "rendered"
         render(out_dir=out)
         return out

@@ -20,6 +20,7 @@ Layout (facts measured on HAProxy 2.6, ``../shared/reference/local-twin-facts.md
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from labutils.errors import TwinError
 from labutils.targets.twin.spec import HeaderModifier, HealthCheck, TwinSpec, ZoneSpec
 
 __all__ = [
+    "HAPROXY_INSTALL",
     "STRATEGIES",
     "HaproxyLayout",
     "ServerStat",
@@ -66,12 +68,32 @@ class HaproxyLayout:
     map_path: Path
 
 
+# Debian installs daemons in /usr/sbin, which is not on an ordinary user's PATH.
+_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+HAPROXY_INSTALL = "sudo apt-get install -y haproxy (or run 'make setup')"
+
+
 def haproxy_binary() -> str:
-    """Path of the ``haproxy`` executable (installed by ``scripts/setup-system.sh``)."""
-    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists()
-                                       else None)  # fmt: skip
+    """Path of the ``haproxy`` executable: ``$LAB_HAPROXY``, else PATH and the sbin folders.
+
+    Raises:
+        TwinError: not found; one line naming HAProxy and the command that installs it.
+    """
+    override = os.environ.get("LAB_HAPROXY")
+    if override:
+        if shutil.which(override):
+            return override
+        raise TwinError(
+            f"haproxy not found at LAB_HAPROXY={override}; the twin's gateway needs HAProxy: "
+            f"install it with {HAPROXY_INSTALL} or unset LAB_HAPROXY"
+        )
+    search = os.pathsep.join([os.environ.get("PATH", ""), *_SBIN])
+    path = shutil.which("haproxy", path=search)
     if not path:
-        raise TwinError("haproxy not found; install it with 'make setup' (apt-get install haproxy)")
+        raise TwinError(
+            f"haproxy not found on PATH; the twin's gateway needs HAProxy: install it with "
+            f"{HAPROXY_INSTALL}"
+        )
     return path
 
 

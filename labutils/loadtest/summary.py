@@ -1,6 +1,6 @@
 """Summaries of a load test: latency percentiles, throughput, goodput, errors, send lag.
 
-Definitions (``shared/reference/load-testing.md``, after vLLM's ``vllm bench serve``):
+Definitions (after vLLM's ``vllm bench serve``, ``vllm/benchmarks/serve.py``):
 TTFT = send -> first content chunk; E2E = send -> last byte; TPOT = (E2E - TTFT) /
 (output_tokens - 1); ITL = every gap between consecutive chunks, pooled; throughput over the
 window from the first send to the last completion. Every scheduled request is counted: failed

@@ -7,7 +7,7 @@ counter rates between consecutive scrapes (tokens/s, requests/s) and latency qua
 from histogram bucket *deltas* (the observations made between two scrapes), like PromQL's
 ``histogram_quantile(q, rate(..._bucket[w]))``.
 
-Metric names are matched exactly (``shared/reference/vllm-metrics.md``): a missing series is a
+Metric names are matched exactly (vLLM's ``vllm/v1/metrics/loggers.py``): a missing series is a
 :class:`~labutils.errors.MetricsError` naming it (and its renamed successor when the scrape uses
 an old name), never a silent zero.
 """

@@ -1,6 +1,6 @@
 """HAProxy as the twin's NLB + Gateway: configuration from the spec, and its runtime API.
 
-Layout (facts measured on HAProxy 2.6, ``../shared/reference/local-twin-facts.md``):
+Layout (HAProxy 2.6 management guide and configuration manual, docs.haproxy.org/2.6, checked on Debian 12's haproxy 2.6):
 
 - frontend ``gateway``: applies the HTTPRoute's ``RequestHeaderModifier``, draws
   ``rand(sum of weights)`` and picks a per-zone backend by weight range, so zone weights do not

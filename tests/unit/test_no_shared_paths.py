@@ -1,0 +1,29 @@
+"""Project files never point at ../shared/ (a clone elsewhere has no such folder)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_no_tracked_file_mentions_the_shared_folder() -> None:
+    files = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    needle = "../" + "shared"  # split so this file does not match itself
+    hits = []
+    for name in filter(None, files):
+        path = REPO / name
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        hits += [f"{name}:{n}" for n, line in enumerate(text.splitlines(), 1)
+                 if needle in line or "shared/reference" in line or "shared/fixtures" in line]  # fmt: skip
+    assert not hits, "cite the public source instead: " + ", ".join(hits)

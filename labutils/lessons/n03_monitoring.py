@@ -42,7 +42,7 @@ __all__ = [
     "simulated_label",
 ]
 
-# column prefix -> vLLM histogram family (exact names as vLLM's vllm/v1/metrics/loggers.py registers them)
+# column prefix -> vLLM histogram family (exact names, vllm/v1/metrics/loggers.py)
 SERVER_HISTOGRAMS: dict[str, str] = {
     "server_ttft": "vllm:time_to_first_token_seconds",
     "server_queue": "vllm:request_queue_time_seconds",

@@ -4,8 +4,8 @@ A :class:`Schedule` is computed up front from a seed: the open-loop arrival offs
 Poisson or gamma gaps) or a closed-loop concurrency, and the prompt of every request. The same
 seed always gives the same schedule, so two runs (or two tools) see identical load.
 
-Definitions follow vLLM's ``vllm bench serve`` (``vllm/benchmarks/serve.py``); gamma gaps use vLLM's ``burstiness``
-convention (shape = burstiness, mean gap = 1 / rate; burstiness 1 is Poisson, below 1 burstier).
+Definitions follow ``vllm bench serve`` (``vllm/benchmarks/serve.py``); gamma gaps use its
+``burstiness`` convention (shape = burstiness, mean gap = 1 / rate; burstiness 1 is Poisson, below 1 burstier).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """HAProxy as the twin's NLB + Gateway: configuration from the spec, and its runtime API.
 
-Layout (HAProxy 2.6 management guide and configuration manual, docs.haproxy.org/2.6, checked on Debian 12's haproxy 2.6):
+Layout (HAProxy 2.6 configuration manual and management guide, docs.haproxy.org/2.6,
+checked on Debian 12's haproxy 2.6):
 
 - frontend ``gateway``: applies the HTTPRoute's ``RequestHeaderModifier``, draws
   ``rand(sum of weights)`` and picks a per-zone backend by weight range, so zone weights do not

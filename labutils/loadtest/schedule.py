@@ -5,7 +5,8 @@ Poisson or gamma gaps) or a closed-loop concurrency, and the prompt of every req
 seed always gives the same schedule, so two runs (or two tools) see identical load.
 
 Definitions follow ``vllm bench serve`` (``vllm/benchmarks/serve.py``); gamma gaps use its
-``burstiness`` convention (shape = burstiness, mean gap = 1 / rate; burstiness 1 is Poisson, below 1 burstier).
+``burstiness`` convention (shape = burstiness, mean gap = 1 / rate; burstiness 1 is Poisson,
+below 1 burstier).
 """
 
 from __future__ import annotations

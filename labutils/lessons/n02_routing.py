@@ -20,6 +20,7 @@ from labutils.config import default_state_dir, lab_target, load_config
 from labutils.drills import running_manifests
 from labutils.errors import ConfigError, ValidationError
 from labutils.loadtest import LoadTestResult, open_loop, run_load
+from labutils.manifests.variants import render_variant
 from labutils.protocol import Backend
 from labutils.targets import fault_injector, get_backend
 
@@ -204,23 +205,13 @@ def set_route_weights(backend: Backend, weights: Mapping[str, int]) -> pd.DataFr
     The twin applies weight changes live (HAProxy reloads hitlessly); on EKS this is a
     server-side apply of the changed HTTPRoute. Returns the backend's status.
     """
-    from labutils.manifests import render
-
-    config = load_config()
-    unknown = set(weights) - set(config.zones)
-    if unknown:
-        raise ConfigError(
-            f"route weights for unknown zones {sorted(unknown)}; choose from: "
-            f"{', '.join(config.zones)}"
-        )
-    config = dataclasses.replace(config, route_weights={k: int(v) for k, v in weights.items()})
     # The twin applies a change live only from the folder it runs (another folder restarts it).
     out = (
         running_manifests(backend)
         if fault_injector(backend) is not None
         else default_state_dir() / "rendered-route-weights"
     )
-    render(config, out)
+    render_variant(out, route_weights=weights)
     return backend.apply(out)
 
 

@@ -22,7 +22,7 @@ from labutils.config import default_state_dir
 from labutils.errors import MetricsError, ValidationError
 from labutils.figures import knee_index
 from labutils.loadtest import OUTCOMES, LoadSummary, LoadTestResult
-from labutils.manifests import render
+from labutils.manifests.variants import render_variant
 from labutils.metrics.parse import Histogram, families, histograms
 from labutils.metrics.series import histogram_quantile
 from labutils.monitored_load import MonitoredRun, _Watchable
@@ -60,10 +60,7 @@ def fixed_size_manifests(out_dir: str | Path | None = None) -> Path:
         The rendered folder (default ``<state dir>/../rendered-fixed-size``).
     """
     out = Path(out_dir) if out_dir else default_state_dir().parent / "rendered-fixed-size"
-    render(out_dir=out)
-    for hpa in (out / "zones").glob("*/hpa.yaml"):
-        hpa.unlink()
-    return out
+    return render_variant(out, hpa=False)
 
 
 # --- server histograms ------------------------------------------------------------------

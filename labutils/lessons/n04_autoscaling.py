@@ -37,8 +37,8 @@ from labutils.kube.hpa import (
     with_behavior,
 )
 from labutils.kube.labels import GPU_RESOURCE, INSTANCE_TYPE_LABEL
-from labutils.manifests import load_objects, render
-from labutils.manifests.render import RENDER_HEADER
+from labutils.manifests import load_objects
+from labutils.manifests.variants import render_variant
 from labutils.protocol import Backend
 from labutils.targets import get_backend
 
@@ -104,17 +104,6 @@ def scaled_behavior(behavior: Behavior, factor: float) -> Behavior:
     )
 
 
-def _scale_raw_behavior(raw: dict[str, Any], factor: float) -> None:
-    for direction in ("scaleUp", "scaleDown"):
-        rules = raw.get(direction) or {}
-        if "stabilizationWindowSeconds" in rules:
-            rules["stabilizationWindowSeconds"] = round(
-                rules["stabilizationWindowSeconds"] * factor
-            )
-        for policy in rules.get("policies") or []:
-            policy["periodSeconds"] = max(1, round(policy["periodSeconds"] * factor))
-
-
 def drill_manifests(
     *,
     zones: Sequence[str] | None = None,
@@ -135,26 +124,10 @@ def drill_manifests(
         ConfigError: a zone is not in ``lab.yaml`` or the scale is not positive.
     """
     cfg = load_config()
-    chosen = tuple(zones) if zones else cfg.zones
-    unknown = [z for z in chosen if z not in cfg.zones]
-    if unknown:
-        raise ConfigError(f"zones {unknown} not in lab.yaml; choose from: {', '.join(cfg.zones)}")
-    if not hpa_time_scale > 0:
-        raise ConfigError(f"hpa_time_scale={hpa_time_scale}: must be > 0")
     start = cfg.min_replicas if replicas is None else replicas
-    cfg = replace(cfg, zones=chosen, replicas=start)
     default = default_state_dir().parent / f"rendered-hpa-x{hpa_time_scale:g}"
     out = Path(out_dir) if out_dir else default
-    render(cfg, out)
-    for zone in chosen:
-        path = out / "zones" / zone / "hpa.yaml"
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        for doc in docs:
-            _scale_raw_behavior((doc.get("spec") or {}).get("behavior") or {}, hpa_time_scale)
-        header = RENDER_HEADER.format(source="zone/hpa.yaml")
-        note = f"# HPA behavior timings x {hpa_time_scale:g} for a lab drill (drill_manifests)\n"
-        path.write_text(header + note + yaml.safe_dump_all(docs, sort_keys=False))
-    return out
+    return render_variant(out, zones=zones, replicas=start, hpa_time_scale=hpa_time_scale)
 
 
 def _object(rendered_dir: str | Path, kind: str, zone: str) -> dict[str, Any]:

@@ -176,10 +176,11 @@ CPU_PER_SEQ_S = 20e-6
 
 # vLLM's API server parses and tokenizes a request and hands it to the engine core over ZMQ
 # before the engine can schedule it; first-token output goes back the same way. Fitted on [Y]'s
-# concurrency-1 TTFT p50 (13.98 ms for a ~45-token chat prompt on H100, of which the prefill
-# step is ~7.4 ms): 6.5 ms. The simulated server waits this long before submitting a request;
-# the engine's TTFT metric starts after it, as vLLM's starts at ``add_request``.
-FRONTEND_LATENCY_S = 6.5e-3
+# concurrency-1 TTFT p50 (13.98 ms for a ~45-token chat prompt on H100): the simulated server
+# answers in ~10 ms without it (7.3 ms prefill step, HTTP and timer granularity), so 4 ms. The
+# simulated server waits this long before submitting a request; the engine's TTFT metric starts
+# after it, as vLLM's starts at ``add_request`` after the API server tokenized the prompt.
+FRONTEND_LATENCY_S = 4.0e-3
 
 # Achieved fraction of the interconnect's bandwidth in an NCCL ring all-reduce (bus bandwidth
 # ~ 70-80 % of link peak in nccl-tests on NVLink; PCIe is similar or worse). Not calibrated

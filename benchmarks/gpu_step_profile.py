@@ -92,7 +92,9 @@ class _Model:
 
     def _rms(self, x: Any, weight: Any) -> Any:
         x32 = x.float()
-        return (x32 * self.torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype) * weight
+        return (x32 * self.torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).to(
+            x.dtype
+        ) * weight
 
     def _qkv(self, x: Any, layer: dict[str, Any]) -> tuple[Any, Any, Any]:
         s = self.s
@@ -126,9 +128,7 @@ class _Model:
         out = self.torch.nn.functional.scaled_dot_product_attention(qh, kh, vh, is_causal=True)
         return out.squeeze(0).transpose(0, 1).reshape(n, s["heads"] * s["head_dim"])
 
-    def step(
-        self, ids: Any, n_decode: int, ctx: int, caches: list[tuple[Any, Any]] | None
-    ) -> Any:
+    def step(self, ids: Any, n_decode: int, ctx: int, caches: list[tuple[Any, Any]] | None) -> Any:
         """One step: the first ``n_decode`` rows of ``ids`` decode, the rest are one prompt."""
         x = self.embed[ids]
         for i, layer in enumerate(self.layers):

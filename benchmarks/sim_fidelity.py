@@ -48,7 +48,7 @@ sys.path.insert(0, str(_REPO))
 
 from labutils.catalog import gpu as lookup_gpu  # noqa: E402
 from labutils.catalog import model as lookup_model  # noqa: E402
-from labutils.sim.engine import FINISHED, SimEngine, SimRequest  # noqa: E402
+from labutils.sim.engine import FINISHED, SimRequest  # noqa: E402
 from labutils.sim.perf import EngineConfig, StepShape, gpu_step_s, step_time_s  # noqa: E402
 from labutils.sim.server import ServeOptions, build_engine, start_servers  # noqa: E402
 
@@ -184,8 +184,8 @@ async def engine_itl_run(
         await engine.stop()
     assert engine.metrics is not None
     itl = engine.metrics.itl
-    total = itl._sum.get()  # noqa: SLF001 - the value /metrics exports as _sum
-    count = sum(b.get() for b in itl._buckets)  # noqa: SLF001
+    total = itl._sum.get()
+    count = sum(b.get() for b in itl._buckets)
     return total / count, engine.timing_error
 
 
@@ -225,8 +225,16 @@ async def serving_rows(quick: bool) -> tuple[list[Row], list[str]]:
     for c, tpot in ((1, 7.28), (2, 7.37), (4, 7.38), (8, 7.71)):
         rows.append(Row("G", f"H100 Qwen3-8B ShareGPT C={c}: TPOT mean", "ms", tpot,
                         _mean(g[c].tpot_s) * 1e3))  # fmt: skip
-    rows.append(Row("G", "H100 Qwen3-8B ShareGPT C=1: TTFT mean", "ms", 59.01,
-                    _mean(g[1].ttft_s) * 1e3, note="chat endpoint; frontend cost of v0.11"))
+    rows.append(
+        Row(
+            "G",
+            "H100 Qwen3-8B ShareGPT C=1: TTFT mean",
+            "ms",
+            59.01,
+            _mean(g[1].ttft_s) * 1e3,
+            note="chat endpoint; frontend cost of v0.11",
+        )
+    )
     rows.append(Row("G", "H100 Qwen3-8B ShareGPT C=1: output throughput", "tok/s", 132.86,
                     g[1].output_tok_s))  # fmt: skip
     rows.append(Row("G", "H100 Qwen3-8B ShareGPT C=8: output throughput", "tok/s", 917.28,
@@ -266,8 +274,8 @@ def ceiling_rows() -> list[tuple[str, float, float]]:
 
 
 def _table(rows: list[Row]) -> str:
-    head = (f"| src | measurement | unit | measured | simulated | error | fit | note |\n"
-            f"|---|---|---|---:|---:|---:|---|---|")  # fmt: skip
+    head = ("| src | measurement | unit | measured | simulated | error | fit | note |\n"
+            "|---|---|---|---:|---:|---:|---|---|")  # fmt: skip
     lines = [head]
     for r in rows:
         lines.append(
@@ -293,8 +301,10 @@ def main() -> None:
           f"within 15 %: {sum(e <= 0.15 for e in checks)}/{len(checks)}")  # fmt: skip
     for src, ceiling, predicted in ceiling_rows():
         verdict = "below" if predicted < ceiling else "ABOVE"
-        print(f"[{src}] ceiling: simulated BF16 vLLM H100 saturation {predicted:,.0f} tok/s "
-              f"(batch 256, 128 in / 1024 out) is {verdict} FP8 TensorRT-LLM's {ceiling:,.0f}")
+        print(
+            f"[{src}] ceiling: simulated BF16 vLLM H100 saturation {predicted:,.0f} tok/s "
+            f"(batch 256, 128 in / 1024 out) is {verdict} FP8 TensorRT-LLM's {ceiling:,.0f}"
+        )
     for note in notes:
         print(note)
 

@@ -1,6 +1,7 @@
 """GPUs, models and EC2 instance types the lab knows, from public datasheets and model configs.
 
-Sources: NVIDIA datasheets for A10G, L4, L40S, A100 and H100/H200 (dense BF16 without sparsity); Hugging Face ``config.json`` of each model;
+Sources: NVIDIA datasheets for A10G, L4, L40S, A100 and H100/H200 (dense BF16 without
+sparsity); Hugging Face ``config.json`` of each model;
 EC2 instance-type pages for GPUs per instance. Prices are *not* here: they change, so they live
 in the dated, instructor-editable ``labutils/data/prices.yaml``.
 """

@@ -39,9 +39,9 @@ from labutils.errors import SimulatorError
 __all__ = [
     "ACHIEVED",
     "BLOCK_SIZE_TOKENS",
+    "FRONTEND_LATENCY_S",
     "AchievedRates",
     "CalibrationRow",
-    "FRONTEND_LATENCY_S",
     "EngineConfig",
     "MemoryPlan",
     "StepCalibration",
@@ -381,9 +381,11 @@ def roofline_gpu_s(cfg: EngineConfig, shape: StepShape) -> float:
         return 0.0
     rates = ACHIEVED[cfg.gpu.name]
     weights_s = m.step_weight_bytes / tp / rates.weight_bytes_per_s
-    kv_bytes = (shape.decode_context_tokens + shape.prefill_tokens) * _kv_bytes_per_token_per_gpu(
-        cfg
-    ) * cfg.pipeline_parallel_size
+    kv_bytes = (
+        (shape.decode_context_tokens + shape.prefill_tokens)
+        * _kv_bytes_per_token_per_gpu(cfg)
+        * cfg.pipeline_parallel_size
+    )
     kv_s = kv_bytes / rates.kv_bytes_per_s
     # lm_head runs only on the rows that are sampled (vLLM's logits_indices): one per sequence.
     gemm_flops = 2 * m.body_params * shape.tokens + 2 * m.embedding_params * shape.seqs
@@ -542,7 +544,9 @@ def load_calibration(path: str | Path) -> StepCalibration:
     except OSError as exc:
         raise SimulatorError(f"calibration file {p}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
-        raise SimulatorError(f"calibration file {p}: not JSON ({exc.msg}, line {exc.lineno})")
+        raise SimulatorError(
+            f"calibration file {p}: not JSON ({exc.msg}, line {exc.lineno})"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
         raise SimulatorError(f"calibration file {p}: expected an object with a 'rows' list")
     for key in ("gpu", "model"):

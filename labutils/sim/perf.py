@@ -177,10 +177,10 @@ CPU_PER_SEQ_S = 20e-6
 # vLLM's API server parses and tokenizes a request and hands it to the engine core over ZMQ
 # before the engine can schedule it; first-token output goes back the same way. Fitted on [Y]'s
 # concurrency-1 TTFT p50 (13.98 ms for a ~45-token chat prompt on H100): the simulated server
-# answers in ~10 ms without it (7.3 ms prefill step, HTTP and timer granularity), so 4 ms. The
+# answers in ~9-10 ms without it (7.3 ms prefill step, HTTP and timer granularity), so 5 ms. The
 # simulated server waits this long before submitting a request; the engine's TTFT metric starts
 # after it, as vLLM's starts at ``add_request`` after the API server tokenized the prompt.
-FRONTEND_LATENCY_S = 4.0e-3
+FRONTEND_LATENCY_S = 5.0e-3
 
 # Achieved fraction of the interconnect's bandwidth in an NCCL ring all-reduce (bus bandwidth
 # ~ 70-80 % of link peak in nccl-tests on NVLink; PCIe is similar or worse). Not calibrated
@@ -585,28 +585,30 @@ def load_calibration(path: str | Path) -> StepCalibration:
 
 
 # --- group start time --------------------------------------------------------------------------
+# A new GPU group on EKS goes through four stages one after the other (each blocks the next):
+# node provisioning, container image pull, weight load, and vLLM's own start-up. Write-ups of
+# GPU cold starts on Kubernetes put the whole at several minutes to 10+ minutes (e.g.
+# dev.to/manikandan_t_6d72e32ac4e8 "The GPU Cold Starts Nobody Warns You About", scaleops.com
+# "Reducing GPU cold start times in Kubernetes": "eight minutes"). None is measured by this lab.
 
-# Launching a GPU node and getting it Ready in the cluster: EC2 instance start, boot of the EKS
-# GPU AMI, kubelet registration and the NVIDIA device plugin advertising the GPUs. Karpenter's
-# docs put node launch-to-Ready at about a minute for standard instances; large GPU instances
-# with NVIDIA driver initialisation take longer. 90 s; an estimate, not measured by this lab.
+# Node provisioning to Ready: EC2 launch, GPU AMI boot, NVIDIA driver and device plugin,
+# kubelet registration. "Minutes" in the write-ups above; 90 s for one GPU node is an estimate.
 NODE_LAUNCH_S = 90.0
 
-# The vLLM image (vllm/vllm-openai, CUDA and PyTorch inside): ~10 GB compressed on the registry
-# (Docker Hub's size of recent tags). Pulled and unpacked at ~150 MB/s per node from ECR or
-# Docker Hub (containerd's single-threaded layer extraction usually bounds it, whatever the
-# NIC); the image is cached on a node after its first pull.
+# "Modern inference containers (vLLM + PyTorch + CUDA + NCCL) are 10-20 GB" (dev.to write-up
+# above); 10 GB to download and unpack at ~150 MB/s (containerd extracts layers one at a
+# time, so the NIC is rarely the limit). A node that already holds the image skips this.
 IMAGE_BYTES = 10e9
 IMAGE_PULL_BYTES_PER_S = 150e6
 
-# Reading the weights: from the node's EBS volume, gp3 gives 125 MiB/s by default and up to
-# 1,000 MiB/s when provisioned (AWS EBS volume types docs); from S3 or the Hugging Face Hub a
-# single vLLM loader reaches a few hundred MB/s. 500 MB/s by default.
+# Weight read rate per node: an EBS gp3 volume gives 125 MiB/s unless more is provisioned (up
+# to 1,000-2,000 MiB/s; AWS EC2 CreateVolume API "Throughput", valid range 125-2000 MiB/s);
+# in-region S3 reaches ~1 GB/s with a parallel loader. 500 MB/s by default.
 WEIGHT_STORAGE_BYTES_PER_S = 500e6
 
-# vLLM's own start-up after the weights are in GPU memory: torch.compile (cached after the first
-# start), the memory profiling run and CUDA-graph capture ("Graph capturing finished in ~20 s"
-# in vLLM's logs for 8B-70B models). 45 s.
+# vLLM's start-up once the weights are read: torch.compile (cached after a first start), the
+# memory-profiling run and CUDA-graph capture (tensorfuse.io "Reducing GPU cold start" breaks
+# these down for Llama-3.1-8B on L40S). 45 s, an estimate.
 ENGINE_WARMUP_S = 45.0
 
 

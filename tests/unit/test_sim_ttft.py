@@ -10,16 +10,28 @@ with ``finish_reason``), which delayed the first token by one decode step.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+from collections.abc import Iterator
 
 import aiohttp
+import pytest
 
 from labutils.sim.engine import FINISHED, SimEngine, SimRequest
 from labutils.sim.perf import StepShape, step_time_s
 from labutils.sim.server import ServeOptions, build_engine, start_servers
 
 _SLOW = 20.0  # stretch steps to ~0.13 s so one step stands far above timer and HTTP jitter
+
+
+@pytest.fixture(autouse=True)
+def _no_gc_pauses() -> Iterator[None]:
+    # A full collection of the suite's heap takes 0.15-0.4 s: not inside the timings compared.
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
 
 
 async def _client_and_engine_ttft() -> tuple[float, float, float, list[str | None]]:

@@ -1,7 +1,7 @@
 """GPUs, models and EC2 instance types the lab knows, from public datasheets and model configs.
 
-Sources (see ``../shared/reference/gpus-and-models.md``): NVIDIA datasheets for A10G, L4, L40S,
-A100 and H100/H200 (dense BF16 without sparsity); Hugging Face ``config.json`` of each model;
+Sources: NVIDIA datasheets for A10G, L4, L40S, A100 and H100/H200 (dense BF16 without
+sparsity); Hugging Face ``config.json`` of each model;
 EC2 instance-type pages for GPUs per instance. Prices are *not* here: they change, so they live
 in the dated, instructor-editable ``labutils/data/prices.yaml``.
 """
@@ -58,11 +58,37 @@ class ModelSpec:
     vocab: int
     max_position_embeddings: int
     chat: bool
+    # Whether lm_head shares the embedding matrix (``tie_word_embeddings`` in the config).
+    tied_embeddings: bool = False
 
     @property
     def weight_bytes(self) -> int:
-        """BF16 weight size (2 bytes per parameter)."""
+        """BF16 weight size (2 bytes per parameter): what the GPUs hold."""
         return int(self.params * 2)
+
+    @property
+    def embedding_params(self) -> int:
+        """Parameters of the token-embedding table (``vocab x hidden``)."""
+        return self.vocab * self.hidden
+
+    @property
+    def step_weight_bytes(self) -> int:
+        """BF16 bytes of weights one engine step reads from HBM.
+
+        A step gathers only the embedding rows of its tokens (negligible) but multiplies by every
+        other matrix, lm_head included; with tied embeddings lm_head *is* the table, so it is read
+        once. For Llama-3.1-8B: (8.03e9 - 128256 x 4096) x 2 = 15.01 GB, as counted for the H200
+        step recording (tests/data/h200-llama-3.1-8b-step-kernels.jsonl, ``weights`` row).
+        """
+        if self.tied_embeddings:
+            return self.weight_bytes
+        return int((self.params - self.embedding_params) * 2)
+
+    @property
+    def body_params(self) -> int:
+        """Parameters multiplied by every token: all but the embedding table and lm_head."""
+        lm_head = self.embedding_params
+        return int(self.params - (lm_head if self.tied_embeddings else 2 * lm_head))
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -147,6 +173,24 @@ MODELS: dict[str, ModelSpec] = {
             128,
             128256,
             131072,
+            True,
+        ),
+        # Qwen3-8B: Hugging Face config.json (36 layers, hidden 4096, 32 heads, 8 KV heads, head
+        # dim 128, vocab 151936, max_position_embeddings 40960, untied lm_head) and model card
+        # (8.2 B parameters, 6.95 B without embedding and lm_head: 8.19e9 below). In the catalogue
+        # because published vLLM sweeps of it on H100 check the simulator
+        # (benchmarks/sim_fidelity.py).
+        ModelSpec(
+            "Qwen/Qwen3-8B",
+            "qwen3-8b",
+            8.19e9,
+            36,
+            4096,
+            32,
+            8,
+            128,
+            151936,
+            40960,
             True,
         ),
         ModelSpec(

@@ -42,6 +42,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-load-s", type=float, default=0.0, help="simulated load time (/health 503)"
     )
+    parser.add_argument(
+        "--calibration",
+        default=None,
+        metavar="FILE",
+        help="measured step times for this GPU and model (benchmarks/gpu_step_profile.py), "
+        "interpolated instead of the performance model",
+    )
     parser.add_argument("--lab-zone", default=None, help="echoed in the x-lab-zone header")
     parser.add_argument("--lab-group", default=None, help="echoed in the x-lab-group header")
 
@@ -77,6 +84,7 @@ async def _serve(args: argparse.Namespace) -> int:
             max_model_len=args.max_model_len,
             gpu_memory_utilization=args.gpu_memory_utilization,
             served_model_name=name,
+            calibration=getattr(args, "calibration", None),
         )
         for _ in range(args.replicas)
     ]

@@ -5,6 +5,11 @@ within ``max_num_seqs``, the ``max_num_batched_tokens`` budget with chunked pref
 16-token KV blocks, preempting the newest running request when blocks run out, as vLLM's
 recompute preemption does), sleep for the step time the performance model gives, then emit one
 token per sequence that finished its computation.
+
+Like vLLM V1 with async scheduling (on by default: ``vllm/config/vllm.py`` resolves
+``async_scheduling`` to True; ``vllm/v1/core/sched/async_scheduler.py``), step N+1 is scheduled
+while step N runs, so a request that arrives during step N is first scheduled into step N+2:
+under load its TTFT includes about one more step than a synchronous scheduler's would.
 """
 
 from __future__ import annotations
@@ -133,14 +138,28 @@ class SimEngine:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = last_end = loop.time()
+        # When the step now ending was started: async scheduling decided the next step then.
+        prev_start: float | None = None
         while True:
             if not self.running and not self.waiting:
                 self._wake.clear()
                 await self._wake.wait()
-            shape, scheduled = self._schedule()
+                prev_start = None
+            now = loop.time()
+            catch_up = now - deadline < _CATCH_UP_LIMIT_S
+            # Back-to-back: this step was scheduled when the previous one started, so requests
+            # that arrived since wait one step more (vLLM's AsyncScheduler). After idling there
+            # was no step in flight and the scheduler sees everything that has arrived.
+            cutoff = prev_start if catch_up and prev_start is not None else None
+            shape, scheduled = self._schedule(admit_arrived_by=cutoff)
             if not scheduled:
                 self._wake.clear()
+                if cutoff is not None and self.waiting:
+                    # Only requests that arrived too late wait: schedule them next turn.
+                    prev_start = None
+                    continue
                 await self._wake.wait()
+                prev_start = None
                 continue
             step_s = step_time_s(self.cfg, shape) * self.slow_factor
             now = loop.time()
@@ -148,6 +167,7 @@ class SimEngine:
             # accumulate; after idling (or a stall) the step starts now.
             catch_up = now - deadline < _CATCH_UP_LIMIT_S
             start = deadline if catch_up else now
+            prev_start = start
             deadline = start + step_s
             await asyncio.sleep(max(0.0, deadline - loop.time() - _TIMER_EARLY_S))
             end = loop.time()
@@ -165,7 +185,9 @@ class SimEngine:
     def _blocks_for(self, tokens: int) -> int:
         return math.ceil(tokens / BLOCK_SIZE_TOKENS)
 
-    def _schedule(self) -> tuple[StepShape, list[tuple[SimRequest, int]]]:
+    def _schedule(
+        self, admit_arrived_by: float | None = None
+    ) -> tuple[StepShape, list[tuple[SimRequest, int]]]:
         budget = self.plan.max_num_batched_tokens
         scheduled: list[tuple[SimRequest, int]] = []
         preempted = False
@@ -193,6 +215,8 @@ class SimEngine:
             and len(self.running) < self.cfg.max_num_seqs
         ):
             req = self.waiting[0]
+            if admit_arrived_by is not None and req.arrival_s > admit_arrived_by:
+                break  # arrived after this step was scheduled (FIFO: the rest did too)
             n = min(req.total_tokens - req.num_computed_tokens, budget)
             need = self._blocks_for(req.num_computed_tokens + n) - req.num_blocks
             if need > self.free_blocks:

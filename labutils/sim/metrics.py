@@ -1,7 +1,7 @@
 """vLLM's Prometheus metrics for one simulated engine, in its own ``CollectorRegistry``.
 
 Names, types, label names and default buckets follow vLLM's V1 loggers
-(``vllm/v1/metrics/loggers.py``; ``../shared/reference/vllm-metrics.md``) and are checked
+(``vllm/v1/metrics/loggers.py`` in the vLLM repository) and are checked
 family-by-family against a real vLLM 0.32 scrape in ``tests/unit/test_sim_metrics.py``.
 """
 

@@ -1,7 +1,7 @@
 """vLLM's OpenAI-compatible HTTP API in front of a :class:`SimEngine` (aiohttp).
 
-Endpoints and error shapes follow ``vllm serve`` (``vllm/entrypoints/openai/api_server.py``;
-``../shared/reference/vllm-metrics.md``). Lab-private endpoints: ``POST /lab/fault`` and
+Endpoints and error shapes follow ``vllm serve`` (``vllm/entrypoints/openai/api_server.py`` in
+the vLLM repository). Lab-private endpoints: ``POST /lab/fault`` and
 ``GET /lab/state``. Every response says it is simulated (``x-lab-simulated`` headers).
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -28,7 +29,13 @@ from labutils.catalog import model as lookup_model
 from labutils.errors import ConfigError, SimulatorError
 from labutils.sim.engine import FINISHED, SimEngine, SimRequest
 from labutils.sim.metrics import EngineMetrics
-from labutils.sim.perf import BLOCK_SIZE_TOKENS, EngineConfig, plan_memory
+from labutils.sim.perf import (
+    BLOCK_SIZE_TOKENS,
+    FRONTEND_LATENCY_S,
+    EngineConfig,
+    load_calibration,
+    plan_memory,
+)
 
 __all__ = [
     "OWNED_BY",
@@ -90,6 +97,7 @@ class ServeOptions:
     model_load_s: float = 0.0
     zone: str | None = None
     group: str | None = None
+    frontend_latency_s: float = FRONTEND_LATENCY_S
 
 
 def build_engine(
@@ -104,11 +112,16 @@ def build_engine(
     gpu_memory_utilization: float = 0.9,
     served_model_name: str | None = None,
     with_metrics: bool = True,
+    calibration: str | None = None,
 ) -> SimEngine:
     """Check a configuration as ``vllm serve`` would and build its engine (not started).
 
+    ``calibration`` names a file of measured step times (``benchmarks/gpu_step_profile.py``)
+    for this GPU and model, interpolated instead of the performance model.
+
     Raises:
-        SimulatorError: unknown model or GPU, or a configuration vLLM refuses to load.
+        SimulatorError: unknown model or GPU, a configuration vLLM refuses to load, or a
+            calibration file that is unreadable or for another GPU/model/layout.
     """
     try:
         model_spec, gpu_spec = lookup_model(model), lookup_gpu(gpu)
@@ -124,6 +137,15 @@ def build_engine(
         max_model_len,
         gpu_memory_utilization,
     )
+    if calibration:
+        cal = load_calibration(calibration)
+        cfg = dataclasses.replace(cfg, calibration=cal)
+        if not cal.matches(cfg):
+            raise SimulatorError(
+                f"calibration file {calibration} is for {cal.model} on one {cal.gpu}, not "
+                f"{model_spec.alias} on {gpu_spec.name} at TP={tensor_parallel_size} "
+                f"PP={pipeline_parallel_size}; record one with benchmarks/gpu_step_profile.py"
+            )
     plan = plan_memory(cfg)
     metrics = None
     if with_metrics:
@@ -461,6 +483,10 @@ class EngineServer:
     ) -> web.StreamResponse:
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         created = int(time.time())
+        # vLLM's API server tokenizes and hands the request to the engine core over ZMQ before
+        # the engine sees it (and its TTFT clock starts): the frontend latency.
+        await asyncio.sleep(self.options.frontend_latency_s)
+        req.arrival_s = time.monotonic()
         self.engine.submit(req)
         try:
             if body.get("stream", False):
@@ -551,14 +577,18 @@ class EngineServer:
         with contextlib.suppress(ConnectionResetError):
             if chat:
                 await resp.write(chunk("", None, role=True))
-            pending: int | None = None
+            # Each token goes out as soon as the engine emits it (vLLM streams every engine
+            # output at once, stream_interval=1). The engine queues the last token and FINISHED
+            # in the same step, so the last token travels with finish_reason, as vLLM's final
+            # delta does, without holding any token back for a step.
+            sent_finish = False
             while (index := await req.tokens_out.get()) != FINISHED:
-                if pending is not None:
-                    await resp.write(chunk(_word(digest, pending), None))
-                pending = index
-            # The last token travels with finish_reason, as vLLM's final delta does.
-            last = _word(digest, pending) if pending is not None else ""
-            await resp.write(chunk(last, req.finished_reason))
+                last = req.finished_reason is not None and index == req.output_tokens - 1
+                finish = req.finished_reason if last else None
+                await resp.write(chunk(_word(digest, index), finish))
+                sent_finish = sent_finish or last
+            if not sent_finish:  # aborted (engine stopped) before its last token
+                await resp.write(chunk("", req.finished_reason))
             if include_usage:
                 usage = {
                     "id": rid,

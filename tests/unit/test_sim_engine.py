@@ -60,8 +60,8 @@ def test_max_num_seqs_caps_running_and_the_rest_waits() -> None:
     seen_waiting: list[int] = []
     original = engine._schedule
 
-    def spy() -> object:
-        result = original()
+    def spy(**kwargs: object) -> object:
+        result = original(**kwargs)  # type: ignore[arg-type]
         seen_running.append(len(engine.running))
         seen_waiting.append(len(engine.waiting))
         return result

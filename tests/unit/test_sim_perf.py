@@ -1,13 +1,33 @@
-"""The performance model: calibration point, refusals, memory plan and roofline shape."""
+"""The performance model: calibration against recorded steps, refusals, memory plan and shape."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from labutils.catalog import gpu, model
+from labutils.catalog import GPUS, INSTANCE_TYPES, gpu, instance_type, model
 from labutils.errors import SimulatorError
-from labutils.sim.perf import EngineConfig, StepShape, plan_memory, step_time_s
+from labutils.sim import perf
+from labutils.sim.perf import (
+    ACHIEVED,
+    EngineConfig,
+    StepShape,
+    gpu_step_s,
+    group_start_time_s,
+    plan_memory,
+    step_time_s,
+)
 from labutils.sim.server import build_engine
+
+# Recorded by the project on an NVIDIA H200 (tests/data/h200-llama-3.1-8b-step-kernels.ORIGIN.md).
+_H200 = [
+    json.loads(line)
+    for line in (Path(__file__).parents[1] / "data" / "h200-llama-3.1-8b-step-kernels.jsonl")
+    .read_text()
+    .splitlines()
+]
 
 
 def _cfg(m: str, g: str, tp: int = 1, pp: int = 1, **kw: object) -> EngineConfig:
@@ -124,3 +144,102 @@ def test_entry_point_refuses_like_vllm_and_accepts_underscore_flags(
     err = capsys.readouterr().err
     assert code != 0
     assert "--max-model-len 200000 is outside" in err and len(err.strip().splitlines()) == 1
+
+
+def _recorded(kind: str) -> list[dict[str, float]]:
+    return [r for r in _H200 if r["kind"] == kind]
+
+
+def test_h200_rates_are_the_recorded_copy_and_gemm() -> None:
+    (copy,) = _recorded("copy")
+    (gemm,) = _recorded("gemm")
+    assert ACHIEVED["h200"].weight_bytes_per_s == pytest.approx(copy["tb_s"] * 1e12, rel=1e-3)
+    assert ACHIEVED["h200"].gemm_flops == pytest.approx(gemm["tflops"] * 1e12, rel=1e-3)
+
+
+def test_a_step_reads_the_weights_the_recording_counted() -> None:
+    # The embedding table is gathered, not read; lm_head is read in full.
+    (weights,) = _recorded("weights")
+    m = model("llama-3.1-8b")
+    assert m.step_weight_bytes == pytest.approx(weights["bytes"], rel=2e-3)
+    assert m.step_weight_bytes < m.weight_bytes - 1e9
+
+
+@pytest.mark.parametrize("row", _recorded("decode"), ids=lambda r: f"batch{r['batch']}")
+def test_recorded_h200_decode_steps(row: dict[str, float]) -> None:
+    # Batches 1 and 256 calibrated LAYER_LATENCY_S and the KV rate; 8-128 are checks.
+    cfg = _cfg("llama-3.1-8b", "h200", max_model_len=4096)
+    shape = StepShape(decode_seqs=row["batch"], decode_context_tokens=row["batch"] * row["context"])
+    fitted = row["batch"] in (1, 256)
+    assert gpu_step_s(cfg, shape) * 1e3 == pytest.approx(row["ms"], rel=0.01 if fitted else 0.07)
+
+
+def test_recorded_h200_prefill_of_512_tokens() -> None:
+    # A check (no constant was fitted on prefill rows). The 2048-token row is not held to 10 %:
+    # the recording used standard attention, ~6x slower than vLLM's FlashAttention-3.
+    (row, _) = _recorded("prefill")
+    cfg = _cfg("llama-3.1-8b", "h200", max_model_len=4096)
+    n = row["tokens"]
+    shape = StepShape(prefill_tokens=n, prefill_attention_pairs=n * (n + 1) // 2, prefill_seqs=1)
+    assert gpu_step_s(cfg, shape) * 1e3 == pytest.approx(row["ms"], rel=0.1)
+
+
+def test_batch_256_is_gpu_bound_with_async_scheduling() -> None:
+    # The old 0.15 ms-per-sequence CPU term made this step 47.6 ms; the H200 computes it in 14.2.
+    (row,) = [r for r in _recorded("decode") if r["batch"] == 256]
+    cfg = _cfg("llama-3.1-8b", "h200", max_model_len=4096)
+    shape = StepShape(decode_seqs=256, decode_context_tokens=256 * 512)
+    assert step_time_s(cfg, shape) * 1e3 < row["ms"] * 1.05
+
+
+def test_cpu_work_sets_the_step_only_when_longer_than_the_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cfg = _cfg("llama-3.1-8b", "h200", max_model_len=4096)
+    shape = StepShape(decode_seqs=64, decode_context_tokens=64 * 512)
+    gpu_s = gpu_step_s(cfg, shape)
+    assert step_time_s(cfg, shape) == pytest.approx(gpu_s + perf.STEP_GAP_S)
+    monkeypatch.setattr(perf, "CPU_PER_SEQ_S", 1e-3)  # a CPU slower than the GPU
+    assert step_time_s(cfg, shape) == pytest.approx(perf.CPU_STEP_BASE_S + 64e-3)
+
+
+def test_a_mixed_step_costs_about_its_decode_and_prefill_parts() -> None:
+    cfg = _cfg("llama-3.1-8b", "h200", max_model_len=4096)
+    decode = StepShape(decode_seqs=32, decode_context_tokens=32 * 512)
+    prefill = StepShape(prefill_tokens=512, prefill_attention_pairs=512 * 513 // 2, prefill_seqs=1)
+    mixed = StepShape(32, 32 * 512, 512, 512 * 513 // 2, 1)
+    single = StepShape(decode_seqs=1, decode_context_tokens=512)
+    expected = gpu_step_s(cfg, decode) + gpu_step_s(cfg, prefill) - gpu_step_s(cfg, single)
+    assert gpu_step_s(cfg, mixed) == pytest.approx(expected, rel=0.05)
+
+
+@pytest.mark.parametrize("name", sorted(GPUS))
+def test_achieved_rates_stay_below_the_datasheet(name: str) -> None:
+    g, r = GPUS[name], ACHIEVED[name]
+    assert 0.4 * g.bandwidth_bytes_per_s < r.weight_bytes_per_s <= g.bandwidth_bytes_per_s
+    assert r.kv_bytes_per_s <= g.bandwidth_bytes_per_s
+    assert 0.5 * g.bf16_flops < r.gemm_flops < g.bf16_flops
+    assert r.attention_flops < r.gemm_flops
+    assert r.source
+
+
+def test_group_start_takes_minutes_and_grows_with_the_model() -> None:
+    small = group_start_time_s(model("llama-3.1-8b"), instance_type("g5.xlarge"))
+    big = group_start_time_s(model("llama-3.1-70b"), instance_type("g5.48xlarge"))
+    warm = group_start_time_s(
+        model("llama-3.1-8b"), instance_type("g5.xlarge"), node_launch=False, image_cached=True
+    )
+    assert 120 < small < big < 900
+    assert warm < small - 60  # an existing node with the image skips launch and pull
+    two_nodes = group_start_time_s(model("llama-3.1-70b"), instance_type("g5.48xlarge"), nodes=2)
+    assert two_nodes < big  # each node loads half of the weights, in parallel
+    faster = group_start_time_s(
+        model("llama-3.1-70b"), instance_type("g5.48xlarge"), storage_bytes_per_s=2e9
+    )
+    assert faster < big
+
+
+@pytest.mark.parametrize("kwargs", [{"nodes": 0}, {"storage_bytes_per_s": 0}])
+def test_group_start_refuses_nonsense(kwargs: dict[str, float]) -> None:
+    with pytest.raises(SimulatorError):
+        group_start_time_s(model("llama-3.1-8b"), INSTANCE_TYPES["g5.xlarge"], **kwargs)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Project files never point at ../shared/ (a clone elsewhere has no such folder)."""
+"""Project files never point at the reference folder beside the checkout (a clone has none)."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +28,7 @@ import aiohttp
 import pandas as pd
 
 from labutils._aio import run_sync
-from labutils.errors import MetricsError
+from labutils.errors import MetricsError, WaitTimeout
 from labutils.metrics.series import (
     GAUGES,
     HISTOGRAMS,
@@ -47,6 +48,7 @@ __all__ = [
     "query",
     "query_range",
     "result_frame",
+    "wait_for_alert",
     "with_zone",
 ]
 
@@ -305,6 +307,45 @@ def alerts(source: Any) -> pd.DataFrame:
     columns = ["alertname", "state", "active_at_s", "value", "summary"]
     frame = pd.DataFrame(rows, columns=None if rows else columns)
     return frame.sort_values(["alertname", "active_at_s"], ignore_index=True) if rows else frame
+
+
+def wait_for_alert(
+    source: Any,
+    alertname: str,
+    *,
+    state: str = "firing",
+    timeout_s: float = 300.0,
+    poll_s: float = 1.0,
+    **labels: str,
+) -> pd.DataFrame:
+    """Poll :func:`alerts` until ``alertname`` with ``labels`` is in ``state``; its rows.
+
+    E.g. ``wait_for_alert(backend, "VllmZoneNoReadyLeader", zone="us-west-2a")`` after a zone
+    kill: the rows carry ``active_at_s`` (when the condition began) and the alert's labels.
+
+    Raises:
+        WaitTimeout: not in ``state`` within ``timeout_s`` (the last state seen is named).
+    """
+    deadline = time.monotonic() + timeout_s
+    seen = "not pending or firing"
+    while True:
+        frame = alerts(source)
+        if not frame.empty:
+            mine = frame[frame["alertname"] == alertname]
+            for key, value in labels.items():
+                mine = mine[mine[key] == value] if key in mine else mine.iloc[0:0]
+            if not mine.empty:
+                seen = ", ".join(sorted(set(mine["state"])))
+                hit = mine[mine["state"] == state]
+                if not hit.empty:
+                    return hit.reset_index(drop=True)
+        if time.monotonic() > deadline:
+            where = ", ".join(f"{k}={v}" for k, v in labels.items())
+            raise WaitTimeout(
+                f"alert {alertname}{{{where}}} not {state} after {timeout_s:.0f} s ({seen}); "
+                "see the rule's expr and for: window at /api/v1/rules"
+            )
+        time.sleep(poll_s)
 
 
 # --- one frame of the lab's server-side series (used by `labctl loadtest --prometheus`) ------

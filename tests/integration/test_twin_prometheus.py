@@ -146,7 +146,8 @@ def test_keda_scaledobject_query_on_the_twins_prometheus(twin: Any, tmp_path: Pa
                               f"scaledobject-{zone}.yaml").read_text())  # fmt: skip
         (trigger,) = obj["spec"]["triggers"]
         answer = prom.query(backend, trigger["metadata"]["query"], time_s=at_s)
-        # KEDA's prometheus scaler takes a single-element vector (more is an error)
+        # KEDA's prometheus scaler reads one element; more is an error (kedacore/keda
+        # pkg/scalers/prometheus_scaler.go ExecutePromQuery: "returned multiple elements")
         assert len(answer) == 1, answer
         mine = waiting[waiting["pod"].str.startswith(f"vllm-{zone}-")]["value"]
         assert answer["value"][0] == pytest.approx(mine.mean())

@@ -9,13 +9,21 @@ Implementations: :class:`labutils.targets.twin.TwinBackend` (local twin) and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-__all__ = ["Backend", "Endpoints", "FaultInjector", "GroupEndpoint", "MetricsScrape"]
+__all__ = [
+    "Backend",
+    "Endpoints",
+    "FaultInjector",
+    "GroupEndpoint",
+    "MetricsScrape",
+    "PrometheusApi",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,26 @@ class MetricsScrape:
 
 
 @runtime_checkable
+class PrometheusApi(Protocol):
+    """Prometheus's HTTP API as one target reaches it (directly, or through the API server).
+
+    ``url`` says where it is (for messages and links); :meth:`get` does one request.
+    Implementations: :class:`labutils.metrics.prometheus.HttpPrometheus` (the twin's local
+    server, an in-cluster URL, a port-forward) and the EKS backend's API-server service proxy.
+    """
+
+    url: str
+
+    def get(self, endpoint: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """``GET /api/v1/<endpoint>`` with ``params``; the decoded JSON body, error bodies too.
+
+        Raises:
+            MetricsError: Prometheus is unreachable or did not answer with JSON.
+        """
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """Operations both targets offer (same names, same return types)."""
 
@@ -118,6 +146,10 @@ class Backend(Protocol):
 
     def reset(self, *, yes: bool = False) -> pd.DataFrame:
         """Delete what the lab created (dry-run table unless ``yes``)."""
+        ...
+
+    def prometheus(self) -> PrometheusApi:
+        """The Prometheus that scrapes this target's leaders (PromQL for monitoring and HPAs)."""
         ...
 
 

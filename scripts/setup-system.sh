@@ -6,6 +6,9 @@ set -euo pipefail
 
 packages=()
 command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
+# The twin starts its own Prometheus (and promtool checks the alerting rules); both come from
+# Debian's prometheus package.
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
 # Debian's Chromium drives the JupyterLab browser test through Playwright (no browser download).
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || packages+=(chromium)
 for part in "$@"; do
@@ -39,3 +42,15 @@ echo "setup: installing ${packages[*]} with apt-get"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+# Debian's prometheus package enables and starts a system-wide server on :9090. The twin never
+# uses it (it runs its own on a free 127.0.0.1 port with its own config and data dir), so stop
+# and disable it rather than leave a second Prometheus scraping nothing on every boot.
+if [[ " ${packages[*]} " == *" prometheus "* ]]; then
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    $SUDO /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    command -v update-rc.d >/dev/null 2>&1 && $SUDO update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+fi

@@ -24,6 +24,7 @@ def _backend(args: argparse.Namespace) -> TwinBackend:
         sync_period_s=getattr(args, "sync_period_s", 15.0),
         downscale_stabilization_s=getattr(args, "downscale_stabilization_s", 300.0),
         time_scale=getattr(args, "time_scale", 1.0),
+        scrape_interval_s=getattr(args, "scrape_interval_s", None),
     )
 
 
@@ -37,6 +38,12 @@ def _up(args: argparse.Namespace) -> int:
         print(f"zone {zone}: {url}")
     for group in ends.groups:
         print(f"group {group.group}: {group.url}")
+    if args.wait_scraped:
+        twin.wait_scraped(timeout_s=args.timeout_s)
+        print(f"prometheus: {twin.prometheus_url}  (every ready leader scraped: "
+              f"{twin.prometheus_url}/targets)")  # fmt: skip
+    else:
+        print(f"prometheus: {twin.prometheus_url}")
     return 0
 
 
@@ -47,11 +54,14 @@ def _status(args: argparse.Namespace) -> int:
             "lws": twin.status().to_dict(orient="records"),
             "groups": twin.groups().to_dict(orient="records"),
             "gateway_url": twin.endpoints().gateway_url,
+            "prometheus_url": twin.prometheus_url,
         }
         print(json.dumps(body, indent=1, default=str))
     else:
         print(twin.status().to_string(index=False))
         print(twin.groups().to_string(index=False))
+        print(f"gateway: {twin.endpoints().gateway_url}")
+        print(f"prometheus: {twin.prometheus_url}")
     return 0
 
 
@@ -95,7 +105,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument("--sync-period-s", type=float, default=15.0)
     up.add_argument("--downscale-stabilization-s", type=float, default=300.0)
     up.add_argument("--time-scale", type=float, default=1.0,
-                    help="multiply health-check intervals (e.g. 0.2 for fast drills)")  # fmt: skip
+                    help="multiply health-check, scrape and alert intervals (e.g. 0.2 for fast "
+                         "drills)")  # fmt: skip
+    up.add_argument("--scrape-interval-s", type=float, default=None,
+                    help="Prometheus scrape/rule interval (default: the PodMonitor's interval "
+                         "x --time-scale)")  # fmt: skip
+    up.add_argument(
+        "--no-wait-scraped",
+        dest="wait_scraped",
+        action="store_false",
+        help="return when the groups are ready, before Prometheus scraped them",
+    )
     up.add_argument("--timeout-s", type=float, default=120.0)
     up.set_defaults(handler=_up)
 

@@ -428,6 +428,7 @@ class Autoscaler:
         current_replicas: int,
         samples: Mapping[str, Sequence[PodSample]],
         spec_replicas: int | None = None,
+        errors: Mapping[str, str] | None = None,
     ) -> HpaDecision:
         """Decide the replica count (``reconcileAutoscaler``) and remember the decision.
 
@@ -437,6 +438,9 @@ class Autoscaler:
             samples: per metric name, the target pods as seen now.
             spec_replicas: the target's ``spec.replicas`` (0 disables autoscaling); defaults to
                 ``current_replicas``.
+            errors: per metric name, why its value could not be fetched (the metrics API's
+                error, e.g. "unable to get metric ..."): that metric is invalid this sync, as
+                in the controller's ``computeReplicasForMetrics``.
         """
         spec = self.spec
         spec_replicas = current_replicas if spec_replicas is None else spec_replicas
@@ -459,7 +463,12 @@ class Autoscaler:
             desired = spec.min_replicas
             return self._decided(now_s, current_replicas, None, desired, desired,
                                  "current replicas below minReplicas", "", proposals)  # fmt: skip
-        proposals = tuple(self._proposal(current_replicas, m, samples) for m in spec.metrics)
+        proposals = tuple(
+            self._failed(m, current_replicas, errors[m.name])
+            if errors and m.name in errors
+            else self._proposal(current_replicas, m, samples)
+            for m in spec.metrics
+        )
         metric_replicas, reason = combine_proposals(current_replicas, proposals)
         if metric_replicas is None:
             return self._decided(now_s, current_replicas, None, current_replicas,
@@ -472,6 +481,11 @@ class Autoscaler:
                                                                   metric_replicas)  # fmt: skip
         return self._decided(now_s, current_replicas, metric_replicas, stabilized, desired,
                              reason, limit, proposals)  # fmt: skip
+
+    @staticmethod
+    def _failed(metric: MetricSpec, current: int, error: str) -> MetricProposal:
+        return MetricProposal(metric.name, current, math.nan, metric.target, math.nan, 0, 0, 0, 0,
+                              "metric unavailable", error)  # fmt: skip
 
     def _proposal(
         self, current: int, metric: MetricSpec, samples: Mapping[str, Sequence[PodSample]]

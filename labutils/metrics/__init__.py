@@ -4,7 +4,11 @@
 - :mod:`labutils.metrics.series`: scrapes -> tidy time series, load balance, HPA-grounded
   recommendations, ``histogram_quantile`` as Prometheus computes it.
 - :mod:`labutils.metrics.scrape`: one bounded scrape loop over URLs or a backend's leaders.
-- :mod:`labutils.metrics.prometheus`: Prometheus's HTTP API (PromQL) as DataFrames.
+- :mod:`labutils.metrics.prometheus`: Prometheus's HTTP API (PromQL) as DataFrames, on both
+  targets (``query``/``query_range``/``alerts``/``lab_queries``).
+- :mod:`labutils.metrics.adapter`: prometheus-adapter's rules evaluated as the adapter does (the
+  twin's HPA input).
+- :mod:`labutils.metrics.addons`: the alerting rules and Grafana dashboard for the cluster.
 """
 
 from __future__ import annotations

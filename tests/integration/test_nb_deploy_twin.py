@@ -42,7 +42,8 @@ def test_apply_watch_request_and_verified_reset(tmp_path: Path) -> None:
         assert (replies["output_tokens"] == 4).all()
 
         before = cleanup.snapshot(twin)
-        assert len(before.processes) == 1 + 1 + len(ZONES)  # controller, haproxy, engines
+        # controller, haproxy, prometheus, engines
+        assert len(before.processes) == 1 + 1 + 1 + len(ZONES)
         assert before.ports
         twin.reset(yes=True)
         verified = cleanup.check_clean(cleanup.verify_clean(twin, before), before)

@@ -1,5 +1,6 @@
 """The twin's HPA loop under a load step: up, then down after the stabilization window, with
-every decision and its inputs in the events table."""
+every decision and its inputs in the events table. The HPA reads the queue through the twin's
+Prometheus and the lab's prometheus-adapter rule, as on the cluster."""
 
 from __future__ import annotations
 
@@ -46,9 +47,11 @@ def test_load_step_scales_up_then_down_after_window(tmp_path: Path) -> None:
         model_load_s=0.2,
         sync_period_s=0.5,
         time_scale=0.2,
+        scrape_interval_s=0.5,
     )
     try:
         twin.up(rendered, timeout_s=60)
+        twin.wait_scraped(timeout_s=30)  # the HPA sees the queue only once Prometheus scrapes
         url = twin.endpoints().gateway_url
         # 16 concurrent 1-second requests against max-num-seqs 4: ~12 waiting per leader
         results = asyncio.run(send_requests(url, 64, concurrency=16, max_tokens=200))

@@ -1,7 +1,13 @@
-"""Hand-made rendered manifests for the twin's tests (the layout `labctl render` writes)."""
+"""Hand-made rendered manifests for the twin's tests (the layout `labctl render` writes).
+
+The monitoring objects are the lab's own (``manifests/monitoring/``: the PodMonitor and the
+prometheus-adapter rules), copied as rendering copies them, so the twin's Prometheus and HPA
+run on what the cluster gets.
+"""
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +23,7 @@ ENGINE = "sim"
 # 8B on H100 keeps the simulated step time short, so tests stay fast on a loaded machine.
 INSTANCE_TYPE = "p5.48xlarge"
 ZONE_LABEL = "vllm-lws-lab.io/zone"
+MONITORING = Path(__file__).resolve().parents[2] / "manifests" / "monitoring"
 
 T = TypeVar("T")
 
@@ -55,6 +62,11 @@ def zone_objects(zone: str, replicas: int, hpa: dict[str, Any] | None) -> list[d
                 "leaderWorkerTemplate": {
                     "size": 2,
                     "leaderTemplate": {
+                        # the labels and port the lab's LWS gives its leaders (the PodMonitor
+                        # selects them by these)
+                        "metadata": {"labels": {"app.kubernetes.io/name": "vllm",
+                                                "app.kubernetes.io/component": "leader",
+                                                ZONE_LABEL: zone}},
                         "spec": {
                             "nodeSelector": {"node.kubernetes.io/instance-type": INSTANCE_TYPE},
                             "containers": [
@@ -69,6 +81,8 @@ def zone_objects(zone: str, replicas: int, hpa: dict[str, Any] | None) -> list[d
                                         "--max-num-seqs", "4",
                                         "--max-model-len", "8192",
                                     ],
+                                    "ports": [{"name": "http", "containerPort": 8000,
+                                               "protocol": "TCP"}],
                                 }
                             ],
                         }
@@ -138,8 +152,9 @@ def write_rendered(
     replicas: int = 1,
     hpa: dict[str, Any] | None = None,
     headers: dict[str, Any] | None = None,
+    monitoring: bool = True,
 ) -> Path:
-    """Write zones/<zone>/*.yaml and gateway/httproute.yaml under ``root``."""
+    """Write zones/<zone>/*.yaml, gateway/httproute.yaml and monitoring/ under ``root``."""
     for zone in weights:
         folder = root / "zones" / zone
         folder.mkdir(parents=True, exist_ok=True)
@@ -150,4 +165,8 @@ def write_rendered(
             (folder / "hpa.yaml").write_text(yaml.safe_dump(objs[2]))
     (root / "gateway").mkdir(parents=True, exist_ok=True)
     (root / "gateway" / "httproute.yaml").write_text(yaml.safe_dump(route(weights, headers)))
+    if monitoring:
+        (root / "monitoring").mkdir(parents=True, exist_ok=True)
+        for source in sorted(MONITORING.glob("*.yaml")):
+            shutil.copy(source, root / "monitoring" / source.name)
     return root

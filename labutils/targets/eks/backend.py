@@ -26,8 +26,9 @@ from labutils.config import LabConfig, load_config, manifests_dir
 from labutils.errors import ClusterError, ConfigError, EndpointError, WaitTimeout
 from labutils.kube.labels import LWS_LABEL_PREFIX, NODE_ZONE_LABEL
 from labutils.kube.objects import LAB_LABEL, LAB_SELECTOR, ZONE_LABEL, load_rendered
-from labutils.protocol import Endpoints, GroupEndpoint, MetricsScrape
+from labutils.protocol import Endpoints, GroupEndpoint, MetricsScrape, PrometheusApi
 from labutils.targets.eks._connect import FIELD_MANAGER, Connection, api_errors, connect
+from labutils.targets.eks.prometheus import cluster_prometheus
 from labutils.vllm_args import parse_vllm_serve
 
 __all__ = ["RESET_KINDS", "EksBackend"]
@@ -573,6 +574,12 @@ class EksBackend:
                     )
                 )
         return scrapes
+
+    def prometheus(self) -> PrometheusApi:
+        """The cluster's Prometheus (``$LAB_PROMETHEUS_URL``, in-cluster DNS or the API-server
+        service proxy to ``monitoring/prometheus-operated:web``; see
+        :mod:`labutils.targets.eks.prometheus`)."""
+        return cluster_prometheus(self.conn)
 
     def events(self) -> pd.DataFrame:
         """Recent events in the lab namespace: time, type, reason, object, message, count."""

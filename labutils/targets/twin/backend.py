@@ -23,6 +23,7 @@ from labutils._aio import run_sync
 from labutils._progress import progress_bar, show_progress
 from labutils.config import project_root
 from labutils.errors import EndpointError, TwinError, WaitTimeout
+from labutils.metrics.prometheus import HttpPrometheus
 from labutils.protocol import Endpoints, GroupEndpoint, MetricsScrape
 from labutils.targets.twin.haproxy import STRATEGIES, haproxy_binary
 from labutils.targets.twin.options import TwinOptions
@@ -80,7 +81,10 @@ class TwinBackend:
         model_load_s: simulated model-load time of each new group.
         sync_period_s: HPA sync period.
         downscale_stabilization_s: the controller's default scale-down window.
-        time_scale: multiplies the NLB health-check intervals (< 1 for fast drills/tests).
+        time_scale: multiplies the NLB health-check intervals, the PodMonitors' scrape
+            intervals and the alerting rules' ``for:`` windows (< 1 for fast drills/tests).
+        scrape_interval_s: the twin's Prometheus scrapes (and evaluates rules) this often
+            instead of the PodMonitors' ``interval`` x ``time_scale``.
     """
 
     target = "local"
@@ -95,6 +99,7 @@ class TwinBackend:
         sync_period_s: float = 15.0,
         downscale_stabilization_s: float = 300.0,
         time_scale: float = 1.0,
+        scrape_interval_s: float | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise TwinError(f"strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
@@ -115,6 +120,7 @@ class TwinBackend:
             sync_period_s=sync_period_s,
             downscale_stabilization_s=downscale_stabilization_s,
             time_scale=time_scale,
+            scrape_interval_s=scrape_interval_s,
         )
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -307,6 +313,63 @@ class TwinBackend:
             zone_urls=dict(state.get("zone_urls", {})),
             groups=groups,
         )
+
+    @property
+    def prometheus_url(self) -> str:
+        """The twin's Prometheus (web UI and HTTP API), on 127.0.0.1."""
+        url = str(self._state().get("prometheus_url") or "")
+        if not url:
+            raise TwinError(f"the twin in {self.state_dir} runs no Prometheus; restart it")
+        return url
+
+    def prometheus(self) -> HttpPrometheus:
+        """The twin's Prometheus HTTP API (for :func:`labutils.metrics.prometheus.query`)."""
+        return HttpPrometheus(self.prometheus_url)
+
+    def wait_scraped(self, timeout_s: float = 60.0) -> pd.DataFrame:
+        """Wait until Prometheus scraped every ready group leader successfully once.
+
+        Prometheus's service discovery passes new targets on at most every 5 s and a target's
+        first scrape falls somewhere within its interval, so this takes up to 5 s + one
+        interval after a group became ready.
+
+        Returns:
+            One row per active target: ``pod``, ``health``, ``scrape_url``, ``last_error``.
+
+        Raises:
+            WaitTimeout: some ready leader is not scraped by then (named, with its error).
+        """
+        api = self.prometheus()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            ready = {g.group for g in self.endpoints().groups if g.ready}
+            body = api.get("targets", {"state": "active"})
+            targets = (body.get("data") or {}).get("activeTargets") or []
+            rows = [
+                {
+                    "pod": t.get("labels", {}).get("pod", ""),
+                    "job": t.get("labels", {}).get("job", ""),
+                    "health": t.get("health", ""),
+                    "scrape_url": t.get("scrapeUrl", ""),
+                    "last_error": t.get("lastError", ""),
+                }
+                for t in targets
+            ]
+            up = {r["pod"] for r in rows if r["health"] == "up"}
+            if ready and ready <= up:
+                return pd.DataFrame(rows)
+            if time.monotonic() > deadline:
+                missing = sorted(ready - up)
+                errors = {r["pod"]: r["last_error"] for r in rows if r["last_error"]}
+                detail = "; ".join(f"{p}: {errors.get(p, 'not discovered')}" for p in missing)
+                if not targets:
+                    detail += " (no targets: does the rendered manifests' PodMonitor select the "
+                    detail += "leaders?)"
+                raise WaitTimeout(
+                    f"Prometheus {api.url} has not scraped every ready leader after "
+                    f"{timeout_s:.0f} s: {detail or 'no ready group'}"
+                )
+            time.sleep(0.25)
 
     @property
     def stats_url(self) -> str:

@@ -1,13 +1,16 @@
 """The twin's controller process: LWS groups, HAProxy membership, health, HPA loop, faults.
 
 Runs as ``python -m labutils.targets.twin.controller --state-dir DIR`` (started by
-``labctl twin up``),
-owns every engine process and HAProxy (master-worker mode), and records them in
-``state.json``. A small HTTP control API on 127.0.0.1 takes ``scale``/``fail``/``restore``/
-``shutdown``. LWS semantics reproduced: ``replicas`` groups ``<lws>-<g>``; a group is ready
-when its engine passed model load and answers ``/health``; a group whose engine dies is
-recreated (``RecreateGroupOnPodRestart``) unless a ``fail --mode kill`` holds it down;
-scale-down removes the highest indexes after draining them in HAProxy (no dropped requests).
+``labctl twin up``), owns every engine process, HAProxy (master-worker mode) and Prometheus
+(:mod:`labutils.targets.twin.prometheus`), and records them in ``state.json``. A small HTTP
+control API on 127.0.0.1 takes ``scale``/``fail``/``restore``/``shutdown``. LWS semantics
+reproduced: ``replicas`` groups ``<lws>-<g>``; a group is ready when its engine passed model
+load and answers ``/health``; a group whose engine dies is recreated
+(``RecreateGroupOnPodRestart``) unless a ``fail --mode kill`` holds it down; scale-down removes
+the highest indexes after draining them in HAProxy (no dropped requests). The HPA loop reads
+its ``Pods`` metrics the way the cluster's HPA does: the lab's prometheus-adapter rule rendered
+into PromQL for the LWS's leader pods and evaluated by Prometheus
+(:mod:`labutils.metrics.adapter`); a failure is the HPA's ``FailedGetPodsMetric``.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from labutils.errors import LabError, TwinError
+from labutils.errors import LabError, MetricsError, TwinError
 from labutils.kube.hpa import Autoscaler, PodSample
+from labutils.metrics.adapter import AdapterError, PodsMetric, pods_metric_async
 from labutils.metrics.parse import sample_value
 from labutils.targets.twin import haproxy as hp
+from labutils.targets.twin import prometheus as prom
 from labutils.targets.twin.options import TwinOptions
 from labutils.targets.twin.ports import free_ports
 from labutils.targets.twin.spec import TwinSpec, ZoneSpec, load_twin_spec
@@ -94,6 +99,7 @@ class _Controller:
         }
         self.haproxy: asyncio.subprocess.Process | None = None
         self.haproxy_record: dict[str, Any] = {}
+        self.prometheus = prom.PrometheusServer(state_dir)
         self.layout: hp.HaproxyLayout | None = None
         self.control_port = 0
         self.stopping = asyncio.Event()
@@ -338,6 +344,11 @@ class _Controller:
                 self._event("haproxy-restarted", "haproxy", f"exited ({self.haproxy.returncode})")
                 await self._start_haproxy()
                 self._write()
+            proc = self.prometheus.proc
+            if proc is not None and proc.returncode is not None:
+                self._event("prometheus-restarted", "prometheus", f"exited ({proc.returncode})")
+                await self._start_prometheus()
+                self._write()
             for group in list(self.groups.values()):
                 proc = group.proc
                 if group.phase == "Running" and proc is not None and proc.returncode is not None:
@@ -373,38 +384,111 @@ class _Controller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), _READY_POLL_S)
 
+    # --- Prometheus --------------------------------------------------------------------
+    def _scrape_jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = []
+        for monitor in self.spec.pod_monitors:
+            jobs += prom.pod_monitor_jobs(
+                monitor,
+                sd_file=self.prometheus.targets_path,
+                time_scale=self.options.time_scale,
+                interval_s=self.options.scrape_interval_s,
+            )
+        return jobs
+
+    def _global_interval_s(self) -> float:
+        # scrape default and rule evaluation interval (the operator's 30 s default, scaled)
+        if self.options.scrape_interval_s is not None:
+            return self.options.scrape_interval_s
+        return prom.DEFAULT_INTERVAL_S * self.options.time_scale
+
+    def _rule_files(self) -> dict[str, str]:
+        return prom.rule_files(self.spec.prometheus_rules, self.options.time_scale)
+
+    def _leader_pods(self) -> list[prom.LeaderPod]:
+        pods = []
+        for group in self.groups.values():
+            zone = self.spec.zone(group.zone)
+            phase = {"Failed": "Failed", "Pending": "Pending"}.get(group.phase, "Running")
+            pods.append(prom.LeaderPod(
+                namespace=self.spec.namespace, name=group.name, lws=group.lws,
+                group_index=group.index, phase=phase, ready=group.ready,
+                port=group.port if group.phase != "Pending" else None,
+                container=zone.container, ports=zone.ports, labels=zone.pod_labels,
+            ))  # fmt: skip
+        return pods
+
+    async def _start_prometheus(self) -> None:
+        self.prometheus.write_targets(prom.target_groups(self._leader_pods()))
+        await self.prometheus.start(
+            self._scrape_jobs(), self._rule_files(), interval_s=self._global_interval_s()
+        )
+
     # --- HPA -----------------------------------------------------------------------------
-    async def _scrape(self, group: _Group) -> str | None:
-        if self.session is None or not group.port:
-            return None
+    async def _pods_metric(self, metric: str, pods: list[str]) -> PodsMetric | str:
+        """The metric for ``pods`` through prometheus-adapter's rule, or the HPA's error."""
         try:
-            async with self.session.get(
-                f"{group.url}/metrics", timeout=aiohttp.ClientTimeout(total=3)
-            ) as r:
-                return await r.text() if r.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError):
-            return None
+            return await pods_metric_async(
+                self.prometheus.url, self.spec.adapter_rules, metric, self.spec.namespace, pods,
+                session=self.session,
+            )  # fmt: skip
+        except AdapterError as exc:
+            return str(exc)
+        except MetricsError as exc:  # Prometheus unreachable: the adapter's internal error
+            return (
+                f"unable to get metric {metric}: unable to fetch metrics from custom metrics "
+                f"API: Internal error occurred: unable to fetch metrics (adapter log: {exc})"
+            )
 
     async def _hpa_once(self) -> None:
         for lws, scaler in self.autoscalers.items():
             groups = [g for g in self.groups.values() if g.lws == lws]
+            names = [g.name for g in sorted(groups, key=lambda g: g.index)]
             samples: dict[str, list[PodSample]] = {m.name: [] for m in scaler.spec.metrics}
+            errors: dict[str, str] = {}
+            fetched: dict[str, PodsMetric] = {}
+            for metric in scaler.spec.metrics:
+                if metric.kind != "Pods":
+                    errors[metric.name] = (
+                        f"the twin serves Pods metrics only (prometheus-adapter custom metrics); "
+                        f"{metric.name} is a {metric.kind} metric"
+                    )
+                    continue
+                answer = await self._pods_metric(metric.name, names)
+                if isinstance(answer, str):
+                    errors[metric.name] = answer
+                else:
+                    fetched[metric.name] = answer
             for group in groups:
-                text = await self._scrape(group) if group.ready else None
-                for metric in scaler.spec.metrics:
-                    value = series_value(text, self.spec.series_for(metric.name)) if text else None
-                    phase = "Running" if group.phase == "Running" else (
-                        "Failed" if group.phase == "Failed" else "Pending")  # fmt: skip
-                    samples[metric.name].append(
-                        PodSample(group.name, value, phase=phase, ready=group.ready,  # type: ignore[arg-type]
-                                  deleting=group.phase == "Terminating")
+                phase = "Running" if group.phase == "Running" else (
+                    "Failed" if group.phase == "Failed" else "Pending")  # fmt: skip
+                for name, result in fetched.items():
+                    samples[name].append(
+                        PodSample(group.name, result.values.get(group.name), phase=phase,  # type: ignore[arg-type]
+                                  ready=group.ready, deleting=group.phase == "Terminating")
                     )  # fmt: skip
             current = self.replicas[lws]
-            decision = scaler.sync(time.monotonic(), current, samples)
+            decision = scaler.sync(time.monotonic(), current, samples, errors=errors)
             row = decision.to_row()
             row["time_s"] = time.time()
+            for name, result in fetched.items():
+                # the HPA's input exactly as the metrics API returned it, with its query
+                row[f"{name}:query"] = result.query
+                row[f"{name}:eval_time_s"] = result.time_s
+                row[f"{name}:pods"] = dict(result.values)
+            for name, error in errors.items():
+                row[f"{name}:error"] = error
+            active = len(errors) < len(scaler.spec.metrics)
+            row["scaling_active"] = active
+            row["scaling_active_reason"] = "ValidMetricFound" if active else "FailedGetPodsMetric"
             append_event(self.state_dir, {"kind": "hpa", "object": decision.hpa, **row,
                                           "message": decision.reason})  # fmt: skip
+            for error in errors.values():
+                # the HPA controller's Warning event (pkg/controller/podautoscaler/horizontal.go)
+                append_event(self.state_dir, {
+                    "time_s": time.time(), "kind": "hpa-warning", "reason": "FailedGetPodsMetric",
+                    "object": decision.hpa, "message": error,
+                })  # fmt: skip
             if decision.rescale:
                 self.replicas[lws] = decision.desired_replicas
                 self._event("scaled", lws, f"HPA {current} -> {decision.desired_replicas}")
@@ -515,6 +599,9 @@ class _Controller:
                     scaler.seeded = prior.seeded
                 self.autoscalers[hpa.target_name] = scaler
             await self._reload_haproxy()
+            await self.prometheus.apply(
+                self._scrape_jobs(), self._rule_files(), interval_s=self._global_interval_s()
+            )
         await self._reconcile()
         self._event("applied", "twin", f"manifests {manifests} ({digest[:12]})")
         self._write()
@@ -542,6 +629,9 @@ class _Controller:
     def _write(self) -> None:
         assert self.layout is not None
         records = [self.haproxy_record] + [g.record for g in self.groups.values() if g.record]
+        if self.prometheus.record:
+            records.append(self.prometheus.record)
+            self.prometheus.write_targets(prom.target_groups(self._leader_pods()))
         state = {
             "phase": self.phase,
             "controller": record_of(os.getpid(), "controller", port=self.control_port),
@@ -549,6 +639,7 @@ class _Controller:
             "control_url": f"http://127.0.0.1:{self.control_port}",
             "gateway_url": f"http://127.0.0.1:{self.layout.gateway_port}",
             "stats_url": f"http://127.0.0.1:{self.layout.stats_port}/metrics",
+            "prometheus_url": self.prometheus.url,
             "zone_urls": {z: f"http://127.0.0.1:{p}" for z, p in self.layout.zone_ports.items()},
             "model": self.spec.zones[0].engine.name if self.spec.zones else "",
             "options": asdict(self.options),
@@ -645,6 +736,7 @@ class _Controller:
         runner = await self._serve_control()
         try:
             await self._start_haproxy()
+            await self._start_prometheus()
             await self._reconcile()
             self._write()
             loops = (self._supervise(), self._hpa_loop(), self._queue_loop(), self._watch_ready())
@@ -656,6 +748,7 @@ class _Controller:
             self.phase = "stopping"
             await asyncio.gather(*(self._stop_process(g) for g in self.groups.values()),
                                  return_exceptions=True)  # fmt: skip
+            await self.prometheus.stop()
             if self.haproxy and self.haproxy.returncode is None:
                 self.haproxy.terminate()
                 with contextlib.suppress(TimeoutError):

@@ -20,6 +20,7 @@ class TwinOptions:
     model_load_s: float = 2.0
     sync_period_s: float = 15.0
     downscale_stabilization_s: float = 300.0
-    time_scale: float = 1.0  # multiplies health-check intervals
+    time_scale: float = 1.0  # multiplies health-check, scrape and alert `for:` intervals
+    scrape_interval_s: float | None = None  # overrides the PodMonitors' interval x time_scale
     seed: int = 0
     spare_slots: int = 2  # HAProxy slots beyond max(replicas, maxReplicas) per zone

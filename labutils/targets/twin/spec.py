@@ -20,6 +20,8 @@ from labutils import catalog
 from labutils.errors import ConfigError, ManifestError
 from labutils.kube.hpa import HpaSpec, hpa_spec_from_manifest
 from labutils.kube.labels import INSTANCE_TYPE_LABELS, ZONE_LABEL
+from labutils.metrics.adapter import AdapterRule, adapter_rules_from_objects
+from labutils.metrics.addons import prometheus_rules
 from labutils.vllm_args import VllmServeArgs, parse_vllm_serve
 
 __all__ = [
@@ -75,6 +77,10 @@ class ZoneSpec:
     weight: int = 1  # HTTPRoute backendRef weight (0 = no traffic)
     request_headers: HeaderModifier = field(default_factory=HeaderModifier)  # backendRef filter
     response_headers: HeaderModifier = field(default_factory=HeaderModifier)
+    # the leader pod as Kubernetes service discovery sees it (for the twin's Prometheus)
+    pod_labels: tuple[tuple[str, str], ...] = ()  # leaderTemplate.metadata.labels
+    container: str = "vllm"  # the leader's first container
+    ports: tuple[tuple[str, int, str], ...] = ()  # its (name, containerPort, protocol)
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ class TwinSpec:
     request_timeout_s: float | None = None  # the rule's timeouts.request (None: no limit)
     hpas: tuple[HpaSpec, ...] = ()
     adapter_series: dict[str, str] = field(default_factory=dict)  # HPA metric -> vLLM series
+    adapter_rules: tuple[AdapterRule, ...] = ()  # prometheus-adapter's rules, as it runs them
+    pod_monitors: tuple[dict[str, Any], ...] = ()  # what the twin's Prometheus scrapes
+    prometheus_rules: tuple[dict[str, Any], ...] = ()  # PrometheusRule objects it evaluates
 
     def zone(self, name: str) -> ZoneSpec:
         """The zone called ``name`` (raises with the valid choices)."""
@@ -136,6 +145,24 @@ def _leader_container(lws: Mapping[str, Any]) -> Mapping[str, Any]:
     if not containers:
         raise ConfigError(f"{_where(lws)}: leader template has no containers")
     return containers[0]
+
+
+_Ports = tuple[tuple[str, int, str], ...]
+
+
+def _leader_pod(lws: Mapping[str, Any]) -> tuple[tuple[tuple[str, str], ...], str, _Ports]:
+    # What service discovery sees of a leader pod: its template's labels, first container, ports.
+    template = (lws.get("spec") or {}).get("leaderWorkerTemplate") or {}
+    pod = template.get("leaderTemplate") or template.get("workerTemplate") or {}
+    raw_labels = (pod.get("metadata") or {}).get("labels") or {}
+    labels = tuple(sorted((str(k), str(v)) for k, v in raw_labels.items()))
+    container = _leader_container(lws)
+    ports = tuple(
+        (str(p.get("name", "")), int(p["containerPort"]), str(p.get("protocol", "TCP")))
+        for p in container.get("ports") or []
+        if p.get("containerPort")
+    )
+    return labels, str(container.get("name", "")), ports
 
 
 def _instance_type(lws: Mapping[str, Any], default: str) -> str:
@@ -313,6 +340,7 @@ def twin_spec_from_objects(
         service_name = str(_meta(service).get("name")) if service else f"{name}-api"
         spec = lws.get("spec") or {}
         template = spec.get("leaderWorkerTemplate") or {}
+        pod_labels, container_name, ports = _leader_pod(lws)
         zones.append(
             ZoneSpec(
                 zone=zone,
@@ -327,6 +355,9 @@ def twin_spec_from_objects(
                 weight=weights.get(service_name, 1 if route is None else 0),
                 request_headers=_modifier(ref_filters.get(service_name), "RequestHeaderModifier"),
                 response_headers=_modifier(ref_filters.get(service_name), "ResponseHeaderModifier"),
+                pod_labels=pod_labels,
+                container=container_name,
+                ports=ports,
             )
         )
     hpas = tuple(
@@ -344,7 +375,17 @@ def twin_spec_from_objects(
         ),
         hpas=hpas,
         adapter_series=_adapter_series(objs),
+        adapter_rules=adapter_rules_from_objects(objs),
+        pod_monitors=tuple(_plain(o) for o in by_kind.get("PodMonitor", [])),
+        # The lab's alerting rules ship with the cluster add-ons (labutils/data/monitoring/)
+        # until the manifests carry a PrometheusRule; rendered ones take precedence.
+        prometheus_rules=tuple(_plain(o) for o in by_kind.get("PrometheusRule", []))
+        or tuple(_plain(o) for o in prometheus_rules()),
     )
+
+
+def _plain(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "__source__"}
 
 
 def _yaml_files(root: Path) -> list[Path]:

@@ -338,12 +338,13 @@ CASES = [
         nth=1,  # the EC2NodeClass's spec (a missing field points at its parent)
     ),
     Case(
-        "podmonitor-relative-path",
+        # prometheus-operator v0.93.0's CRD: interval is a Prometheus duration (pattern)
+        "podmonitor-interval-not-a-duration",
         "monitoring/podmonitor.yaml",
-        "path: /metrics",
-        "path: metrics",
-        "    path: metrics",
-        "spec.podMetricsEndpoints[0].path",
+        "interval: 15s",
+        "interval: 15 seconds",
+        "    interval: 15 seconds",
+        "spec.podMetricsEndpoints[0].interval",
         "violates pattern",
     ),
     Case(

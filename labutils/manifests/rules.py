@@ -26,7 +26,9 @@ PART_OF = "app.kubernetes.io/part-of"
 PART_OF_VALUE = "vllm-lws-lab"
 ZONE_LABEL = "vllm-lws-lab.io/zone"
 ZONE_KEY = "topology.kubernetes.io/zone"
+LWS_PREFIX = "leaderworkerset.sigs.k8s.io/"
 LWS_NAME = "leaderworkerset.sigs.k8s.io/name"
+_APP_NAME = "app.kubernetes.io/name"
 LWS_WORKER_INDEX = "leaderworkerset.sigs.k8s.io/worker-index"
 GPU = "nvidia.com/gpu"
 _LB = "service.beta.kubernetes.io/aws-load-balancer-"
@@ -88,6 +90,15 @@ _VLLM_ADAPTER_METRICS = {
     "vllm_num_requests_running",
     "vllm_kv_cache_usage_perc",
 }
+# LWS v0.10 restart policies that recreate the whole group (AfterStart: only once every pod
+# of it has started, so a cold start's Pending worker does not recycle the group).
+_GROUP_RESTART = ("RecreateGroupAfterStart", "RecreateGroupOnPodRestart")
+# torch.distributed's default init timeout for NCCL (vLLM ParallelConfig docstring, v0.32.0).
+_TORCH_DIST_TIMEOUT_S = 600
+# vLLM v0.32.0 --api-key guards only these prefixes (vllm/entrypoints/serve/middleware/
+# authenticate.py GUARDED_PREFIX); /invocations, /tokenize, /scale_elastic_ep... are open.
+_API_KEY_GUARDED = ("/v1", "/v2", "/inference", "/cohere")
+_DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
 # Kinds that exist once per zone and must say which.
 _ZONE_KINDS = {"LeaderWorkerSet", "HorizontalPodAutoscaler", "NodePool", "ScaledObject"}
 
@@ -249,6 +260,17 @@ def _image_version(image: str) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
+def _flag(args: VllmServeArgs, flag: str) -> str | None:
+    """The value of a flag the parser does not model (kept in ``args.unknown``)."""
+    tokens = list(args.unknown)
+    for i, tok in enumerate(tokens):
+        if tok == flag and i + 1 < len(tokens):
+            return tokens[i + 1]
+        if tok.startswith(flag + "="):
+            return tok.split("=", 1)[1]
+    return None
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(str(value))
@@ -260,11 +282,12 @@ def _rule_lws(s: _Set) -> None:
     for lws in s.of("LeaderWorkerSet"):
         lwt: FieldPath = ("spec", "leaderWorkerTemplate")
         size = lws.get(*lwt, "size", default=1)
-        if lws.get(*lwt, "restartPolicy") != "RecreateGroupOnPodRestart":
+        if lws.get(*lwt, "restartPolicy") not in _GROUP_RESTART:
             s.add(
                 lws,
                 (*lwt, "restartPolicy"),
-                "must be RecreateGroupOnPodRestart: a group cannot serve with a pod missing",
+                "must be RecreateGroupAfterStart (or RecreateGroupOnPodRestart): a group cannot "
+                "serve with a pod missing",
             )
         if lws.get(*lwt, "leaderTemplate") is None:
             s.add(lws, (*lwt, "leaderTemplate"), "a leaderTemplate running 'vllm serve' is needed")
@@ -285,6 +308,14 @@ def _rule_lws(s: _Set) -> None:
                     lws,
                     (*spath, "affinity", "nodeAffinity"),
                     f"{role} pods are pinned to {zones} but this is the {zone} overlay",
+                )
+            notes = (tmpl.get("metadata") or {}).get("annotations") or {}
+            if str(notes.get(_DO_NOT_DISRUPT, "")).lower() != "true":
+                s.add(
+                    lws,
+                    (*tpath, "metadata", "annotations"),
+                    f'{role} pods need annotation {_DO_NOT_DISRUPT}: "true" (Karpenter would '
+                    "otherwise replace a drifted or underused GPU node under a running group)",
                 )
             tolerations = spec.get("tolerations") or []
             if not any((t or {}).get("key") == GPU for t in tolerations):
@@ -478,6 +509,16 @@ def _check_leader(
             (*cpath, "startupProbe", "failureThreshold"),
             f"startup budget {budget_s}s is too short for loading a large model (>= 600s)",
         )
+    if isinstance(size, int) and size > 1 and startup and budget_s > _TORCH_DIST_TIMEOUT_S:
+        timeout_s = _int_or_none(_flag(args, "--distributed-timeout-seconds"))
+        if timeout_s is None or timeout_s < budget_s:
+            s.add(
+                lws,
+                _arg_path(cpath, container, "--distributed-timeout-seconds"),
+                f"the startup probe allows {budget_s}s but torch.distributed gives up after "
+                f"{timeout_s or _TORCH_DIST_TIMEOUT_S}s; set --distributed-timeout-seconds "
+                f"{budget_s}",
+            )
     _check_shutdown(s, lws, cpath, container, args)
     if args.api_key:
         s.add(
@@ -501,13 +542,23 @@ def _check_shutdown(
             timeout_s = _int_or_none(tok.split("=", 1)[1])
     tmpl = lws.get("spec", "leaderWorkerTemplate", "leaderTemplate", "spec") or {}
     grace_s = int(tmpl.get("terminationGracePeriodSeconds", 30))
+    pre_stop = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+    sleep_s = _int_or_none(pre_stop.get("seconds")) or 0
     if timeout_s is None:
         s.add(lws, (*cpath, "args"), "add --shutdown-timeout N so scale-down drains requests")
-    elif grace_s < timeout_s:
+    elif grace_s < timeout_s + sleep_s:
         s.add(
             lws,
             _arg_path(cpath, container, "--shutdown-timeout"),
-            f"--shutdown-timeout {timeout_s}s exceeds terminationGracePeriodSeconds {grace_s}s",
+            f"preStop sleep {sleep_s}s + --shutdown-timeout {timeout_s}s exceeds "
+            f"terminationGracePeriodSeconds {grace_s}s",
+        )
+    if not pre_stop:
+        s.add(
+            lws,
+            (*cpath, "lifecycle"),
+            "add a preStop sleep: the gateway and the NLB keep sending to a terminating leader "
+            "until its endpoint removal reaches them",
         )
 
 
@@ -554,6 +605,16 @@ def _check_container(
                 (*cpath, "env", ei, "value"),
                 f"{name} has a literal value; take it from a Secret (valueFrom.secretKeyRef)",
             )
+    uid = (container.get("securityContext") or {}).get("runAsUser")
+    uid = uid if uid is not None else (pod_spec.get("securityContext") or {}).get("runAsUser")
+    names = {str((e or {}).get("name")) for e in container.get("env") or []}
+    if isinstance(uid, int) and uid != 0 and not names & {"USER", "LOGNAME"}:
+        s.add(
+            lws,
+            (*cpath, "env"),
+            f"uid {uid} has no /etc/passwd entry in the image: set env USER (or LOGNAME), or "
+            "getpass.getuser() (torch inductor's cache dir) fails at engine start",
+        )
     resources = container.get("resources") or {}
     limits = resources.get("limits") or {}
     requests = resources.get("requests") or {}
@@ -660,6 +721,9 @@ def _rule_services(s: _Set) -> None:
         selector = svc.get("spec", "selector") or {}
         if not selector:
             continue  # headless/external services are not the lab's business
+        keys = {str(k) for k in selector}
+        if not any(k.startswith(LWS_PREFIX) for k in keys) and selector.get(_APP_NAME) != "vllm":
+            continue  # not in front of vLLM (e.g. a participant's JupyterLab)
         leaders = [lws for lws in lwss if _selects(selector, _pod_labels(lws, "leader"))]
         workers = [lws for lws in lwss if _selects(selector, _pod_labels(lws, "worker"))]
         if workers:
@@ -687,6 +751,28 @@ def _rule_services(s: _Set) -> None:
                     )
         if svc.get("spec", "type") == "LoadBalancer":
             _check_nlb(s, svc)
+            if leaders:
+                _check_deregistration(s, svc, leaders[0])
+
+
+def _check_deregistration(s: _Set, svc: LoadedObject, lws: LoadedObject) -> None:
+    # A deregistering NLB target keeps its open connections for the deregistration delay
+    # (default 300 s, AWS ELB target group attributes); past the pod's grace period they
+    # would end in resets instead of vLLM's drain.
+    key = _LB + "target-group-attributes"
+    attrs = str((svc.get("metadata", "annotations") or {}).get(key, ""))
+    found = re.search(r"deregistration_delay\.timeout_seconds=(\d+)", attrs)
+    delay_s = int(found.group(1)) if found else 300
+    tmpl = lws.get("spec", "leaderWorkerTemplate", "leaderTemplate", "spec") or {}
+    grace_s = int(tmpl.get("terminationGracePeriodSeconds", 30))
+    if delay_s > grace_s:
+        s.add(
+            svc,
+            ("metadata", "annotations", key),
+            f"NLB deregistration delay {delay_s}s{'' if found else ' (default)'} exceeds "
+            f"{lws.name}'s terminationGracePeriodSeconds {grace_s}s; set "
+            f"deregistration_delay.timeout_seconds <= {grace_s}",
+        )
 
 
 def _check_nlb(s: _Set, svc: LoadedObject) -> None:
@@ -748,6 +834,7 @@ def _rule_routes(s: _Set) -> None:
                         ".from: All|Selector",
                     )
         for ri, rule in enumerate(route.get("spec", "rules") or []):
+            _check_route_paths(s, route, ri, rule)
             refs = rule.get("backendRefs") or []
             rpath: FieldPath = ("spec", "rules", ri, "backendRefs")
             if len(refs) > 16:
@@ -799,6 +886,32 @@ def _rule_routes(s: _Set) -> None:
                             ),
                             "use 'set', not 'add': add appends to a client-sent value",
                         )
+
+
+def _check_route_paths(s: _Set, route: LoadedObject, ri: int, rule: dict[str, Any]) -> None:
+    matches = rule.get("matches") or [{}]
+    for mi, match in enumerate(matches):
+        path = (match.get("path") or {}).get("value", "/")
+        if not str(path).startswith(_API_KEY_GUARDED):
+            s.add(
+                route,
+                ("spec", "rules", ri, "matches", mi, "path"),
+                f"path {path!r} exposes vLLM routes --api-key does not guard (/invocations, "
+                "/tokenize, /scale_elastic_ep...); match PathPrefix /v1 only",
+            )
+
+
+def _rule_gateway_policies(s: _Set) -> None:
+    for policy in s.of("BackendTrafficPolicy"):
+        for ti, ref in enumerate(policy.get("spec", "targetRefs") or []):
+            kind, name = str(ref.get("kind")), str(ref.get("name"))
+            if s.missing(kind, name, policy.namespace):
+                s.add(
+                    policy,
+                    ("spec", "targetRefs", ti, "name"),
+                    f"no {kind} {name!r} in namespace {policy.namespace!r}: the policy applies "
+                    "to nothing",
+                )
 
 
 # --- autoscaling -------------------------------------------------------------------------------
@@ -870,6 +983,17 @@ def _rule_autoscaling(s: _Set) -> None:
                         f"exposes it); choose one of: {', '.join(sorted(choices))}",
                     )
     for so in s.of("ScaledObject"):
+        for ti, trigger in enumerate(so.get("spec", "triggers") or []):
+            query = str((trigger.get("metadata") or {}).get("query", ""))
+            average = trigger.get("metricType", "AverageValue") == "AverageValue"
+            if average and re.match(r"\s*avg\b", query):
+                s.add(
+                    so,
+                    ("spec", "triggers", ti, "metadata", "query"),
+                    "avg() with metricType AverageValue is divided by the replicas twice (the "
+                    "HPA averages an External metric itself) and under-scales by the group "
+                    "count; use sum()",
+                )
         name = str(so.get("spec", "scaleTargetRef", "name"))
         clash = [h for h in targets.get(name, []) if _is_optional(h) == _is_optional(so)]
         if clash:
@@ -907,6 +1031,55 @@ def _rule_karpenter(s: _Set) -> None:
             s.add(pool, (*tspec, "requirements"), f"must require {ZONE_KEY} In [{zone}]")
         if not any(t.get("key") == GPU for t in pool.get(*tspec, "taints") or []):
             s.add(pool, (*tspec, "taints"), f"taint GPU nodes with {GPU}:NoSchedule")
+        budgets = pool.get("spec", "disruption", "budgets") or []
+        frozen = any(
+            str(b.get("nodes")) == "0"
+            and "Drifted" in (b.get("reasons") or ["Drifted"])
+            and not b.get("schedule")
+            for b in budgets
+        )
+        if not frozen:
+            s.add(
+                pool,
+                ("spec", "disruption", "budgets"),
+                'add a budget {nodes: "0", reasons: [Drifted]}: a drifted GPU node (new AMI, '
+                "edited NodePool) is otherwise replaced under a running group mid-session",
+            )
+    for node_class in s.of("EC2NodeClass"):
+        for ti, term in enumerate(node_class.get("spec", "amiSelectorTerms") or []):
+            alias = str(term.get("alias", ""))
+            if alias.endswith("@latest"):
+                s.add(
+                    node_class,
+                    ("spec", "amiSelectorTerms", ti, "alias"),
+                    f"{alias!r} drifts every node when AWS publishes an AMI; pin a release "
+                    "(e.g. al2023@v20260714, lab.yaml eks.karpenter_ami_alias)",
+                )
+
+
+def _rule_monitoring(s: _Set) -> None:
+    for monitor in s.of("PodMonitor"):
+        if "release" not in monitor.labels:
+            s.add(
+                monitor,
+                ("metadata", "labels"),
+                "add label release: <kube-prometheus-stack release> (its Prometheus selects "
+                "PodMonitors by it; lab.yaml monitoring.helm_release)",
+            )
+
+
+def _rule_rbac(s: _Set) -> None:
+    for role in s.of("Role"):
+        for ri, rule in enumerate(role.get("rules") or []):
+            resources = [str(r) for r in rule.get("resources") or []]
+            verbs = [str(v) for v in rule.get("verbs") or []]
+            if "*" in resources or "*" in verbs or "*" in (rule.get("apiGroups") or []):
+                s.add(role, ("rules", ri), "no wildcards: grant the verbs and resources used")
+            if "secrets" in resources and "participant" in role.name:
+                s.add(role, ("rules", ri, "resources"), "participants get no access to Secrets")
+    for kind in ("ClusterRole", "ClusterRoleBinding"):
+        for obj in s.of(kind):
+            s.add(obj, ("kind",), f"the lab grants nothing cluster-wide; use a Role, not {kind}")
 
 
 def _rule_cluster_autoscaler(s: _Set) -> None:
@@ -934,7 +1107,10 @@ _RULES: tuple[Callable[[_Set], None], ...] = (
     _rule_services,
     _rule_routes,
     _rule_autoscaling,
+    _rule_gateway_policies,
     _rule_karpenter,
+    _rule_monitoring,
+    _rule_rbac,
     _rule_cluster_autoscaler,
     _rule_secrets,
 )

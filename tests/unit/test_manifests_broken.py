@@ -100,11 +100,11 @@ CASES = [
     Case(
         "restart-policy",
         f"{ZONE}/lws.yaml",
-        "restartPolicy: RecreateGroupOnPodRestart",
+        "restartPolicy: RecreateGroupAfterStart",
         "restartPolicy: None",
         "    restartPolicy: None",
         "leaderWorkerTemplate.restartPolicy",
-        "RecreateGroupOnPodRestart",
+        "must be RecreateGroupAfterStart",
     ),
     Case(
         "ancient-image",
@@ -330,7 +330,7 @@ CASES = [
     Case(
         "ec2nodeclass-without-ami-selector",
         f"{ZONE}/karpenter.yaml",
-        "  amiSelectorTerms:\n  - alias: al2023@latest\n",
+        "  amiSelectorTerms:\n  - alias: al2023@v20260714\n",
         "",
         "spec:",
         "spec.amiSelectorTerms",

@@ -78,7 +78,7 @@ def _read(repo: str, tag: str, path: str, from_dir: Path | None) -> str:
     if from_dir is not None:
         return (from_dir / repo.replace("/", "+") / path).read_text()
     url = f"https://raw.githubusercontent.com/{repo}/{tag}/{path}"
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - fixed https host
+    with urllib.request.urlopen(url, timeout=60) as response:
         return str(response.read().decode())
 
 

@@ -24,8 +24,11 @@ __all__ = ["LoadedObject", "Problem", "load_objects", "register", "render", "val
 def _cmd_render(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else manifests_dir()
     config = load_config(args.config or source / "lab.yaml")
-    files = render(config, args.out, source=source)
-    print(f"rendered {len(files)} files for zones {', '.join(config.zones)} into {args.out}")
+    files = render(
+        config, args.out, source=source, namespace=args.namespace, participant=args.participant
+    )
+    where = f" namespace {args.namespace}" if args.namespace else ""
+    print(f"rendered {len(files)} files for zones {', '.join(config.zones)}{where} into {args.out}")
     return 0
 
 
@@ -51,6 +54,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p_render.add_argument("--out", required=True, help="output folder (created)")
     p_render.add_argument("--config", help="lab config (default: <source>/lab.yaml)")
     p_render.add_argument("--source", help="source manifests folder (default: manifests/)")
+    p_render.add_argument(
+        "--namespace",
+        help="put every namespaced object into this namespace (default: lab.yaml namespace)",
+    )
+    p_render.add_argument(
+        "--participant",
+        action="store_true",
+        help="also render participant/ (ServiceAccount, Role, JupyterLab) for that namespace",
+    )
     p_render.set_defaults(handler=_cmd_render)
     p_validate = subparsers.add_parser(
         "validate", help="validate rendered or source manifests offline (schemas + lab rules)"

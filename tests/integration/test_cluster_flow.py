@@ -172,11 +172,32 @@ def test_apply_from_rendered_dir_with_gateway_address(kube: FakeKube, tmp_path: 
     assert backend.proxy_headers()["Authorization"].startswith("Bearer ")
 
 
-def test_reapply_after_scale_reports_conflict_then_force_takes_over(
+def test_reapply_leaves_an_autoscaled_lws_replicas_to_the_autoscaler(
     kube: FakeKube, tmp_path: Path
 ) -> None:
     backend = _backend(kube, tmp_path)
-    objects = lab_objects(ZONES, replicas=1)
+    objects = lab_objects(ZONES, replicas=1)  # every LWS has an HPA
+    first = backend.apply(objects=objects, timeout_s=20)
+    assert set(first[first["kind"] == "LeaderWorkerSet"]["action"]) == {"applied"}
+    # the HPA controller scales through the scale subresource (its own field manager)
+    backend.scale("vllm-us-west-2a", 3)
+    again = backend.apply(objects=objects, wait=False)  # no field conflict
+    lws_rows = again[again["kind"] == "LeaderWorkerSet"]
+    assert set(lws_rows["action"]) == {"applied (spec.replicas left to the autoscaler)"}
+    lws = kube.get(LWS, "leaderworkersets", NAMESPACE, "vllm-us-west-2a")
+    assert lws is not None and lws["spec"]["replicas"] == 3  # the autoscaler's value stays
+    owners = {
+        e["manager"] for e in lws["metadata"]["managedFields"] if "f:replicas" in
+        e["fieldsV1"].get("f:spec", {})
+    }  # fmt: skip
+    assert owners == {"labutils-scale"}  # apply no longer claims spec.replicas
+
+
+def test_reapply_after_scale_without_hpa_reports_conflict_then_force_takes_over(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    backend = _backend(kube, tmp_path)
+    objects = [o for o in lab_objects(ZONES, replicas=1) if o["kind"] != "HorizontalPodAutoscaler"]
     backend.apply(objects=objects, timeout_s=20)
     backend.scale("vllm-us-west-2a", 3)
     with pytest.raises(ClusterError) as info:

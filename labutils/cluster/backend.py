@@ -249,8 +249,11 @@ class EksBackend:
         self.rendered_dir = Path(rendered_dir) if rendered_dir else None
         self.poll_s = poll_s
         self.conn: Connection = connect(kubeconfig, context, cache_dir=cache_dir)
-        # A credential pinned to a namespace (participant) decides the namespace, as in kubectl.
-        self.namespace = namespace or self.conn.namespace or config.namespace
+        # $LAB_NAMESPACE (a participant's JupyterLab sets it), else the namespace the credential
+        # is pinned to (as kubectl would use), else lab.yaml's.
+        self.namespace = (
+            namespace or os.environ.get("LAB_NAMESPACE") or self.conn.namespace or config.namespace
+        )
         chosen = (
             scope
             or os.environ.get("LAB_EKS_SCOPE")
@@ -259,6 +262,8 @@ class EksBackend:
         if chosen not in SCOPES:
             raise ConfigError(f"scope {chosen!r}; choose one of: {', '.join(SCOPES)}")
         self.scope = chosen
+        # A participant watching the instructor's shared fleet writes nothing there.
+        self.read_only = chosen == "namespace" and self.namespace != self.conn.namespace
 
     @property
     def access(self) -> str:
@@ -352,6 +357,8 @@ class EksBackend:
         for obj in loaded:
             meta = obj["metadata"]
             skip = self._skip_reason(obj, lab_namespaces)
+            if not skip and self.read_only:
+                skip = f"shared fleet in {self.namespace}: the instructor deploys it"
             if skip:
                 rows.append(
                     {"kind": obj["kind"], "namespace": meta.get("namespace", ""),
@@ -394,7 +401,7 @@ class EksBackend:
             columns=["kind", "namespace", "name", "resource_version", "generation", "action"],
         )
         applied_lws = [r for r in rows if r["kind"] == "LeaderWorkerSet"]
-        if wait and any(r["action"].startswith("applied") for r in applied_lws):
+        if wait and (self.read_only or any(r["action"].startswith("applied") for r in applied_lws)):
             self.wait_ready(timeout_s=timeout_s)
         return frame
 
@@ -554,6 +561,11 @@ class EksBackend:
         Raises:
             ClusterError: the LWS does not exist (names the ones that do), or 403/422.
         """
+        if self.read_only:
+            raise ClusterError(
+                f"scale LeaderWorkerSet {self.namespace}/{lws}: the shared fleet is the "
+                "instructor's (lab.yaml profile shared-fleet); ask them to scale it"
+            )
         resource = self.conn.resource(LWS_API, "LeaderWorkerSet")
         scale = resource.subresources["scale"]
         try:
@@ -860,6 +872,13 @@ class EksBackend:
             namespaces: lab namespaces to reset (default: the backend's namespace).
             timeout_s: how long to wait for deletions to finish.
         """
+        if self.read_only:
+            warnings.warn(
+                f"reset: the shared fleet in {self.namespace} is the instructor's; nothing of "
+                "yours to delete there",
+                stacklevel=2,
+            )
+            return pd.DataFrame(columns=["namespace", "kind", "name", "action"])
         chosen = list(namespaces) if namespaces is not None else [self.namespace]
         if self.scope == "namespace" and set(chosen) - {self.namespace}:
             raise ClusterError(

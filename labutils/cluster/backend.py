@@ -267,8 +267,12 @@ class EksBackend:
 
     @property
     def access(self) -> str:
-        """How the engines are reached: ``in-cluster`` (cluster DNS) or ``api-server proxy``."""
-        return "in-cluster" if self.conn.in_cluster else "api-server proxy"
+        """How the engines are reached: ``in-cluster`` (cluster DNS), ``vpc`` (load balancer
+        addresses, from a machine inside the VPC: ``LAB_EKS_REACH=vpc``) or
+        ``api-server proxy`` (a laptop: the internal NLBs are not reachable from there)."""
+        if self.conn.in_cluster:
+            return "in-cluster"
+        return "vpc" if os.environ.get("LAB_EKS_REACH") == "vpc" else "api-server proxy"
 
     # ------------------------------------------------------------ low-level helpers
     def _list(
@@ -636,6 +640,7 @@ class EksBackend:
                 f"{self.conn.host}; apply the rendered manifests first"
             )
         in_cluster = self.conn.in_cluster
+        in_vpc = in_cluster or self.access == "vpc"
         pods = self.groups()
         group_eps = []
         for lws in items:
@@ -669,18 +674,21 @@ class EksBackend:
             ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
             if in_cluster:
                 zone_urls[zone] = f"http://{svc_name}.{self.namespace}.svc.cluster.local:{port}"
-            elif ingress:
+            elif ingress and in_vpc:
                 host = ingress[0].get("hostname") or ingress[0].get("ip")
                 zone_urls[zone] = f"http://{host}:{port}"
             else:
                 zone_urls[zone] = self._proxy_url("services", svc_name, port)
-        gateway_url = self._gateway_url()
+        # The gateway's NLB is internal (the EnvoyProxy `labctl instructor addons` creates).
+        gateway_url = self._gateway_url() if in_vpc else ""
         via_proxy = not gateway_url
         if via_proxy:
             first = next(iter(zone_urls.values()), group_eps[0].url if group_eps else "")
+            why = "has no address yet" if in_vpc else "is an internal NLB, unreachable from here"
             warnings.warn(
-                f"Gateway {self.namespace}/vllm-gateway has no address yet; gateway_url is the "
-                f"first zone's URL ({first}) and bypasses the gateway",
+                f"Gateway {self.namespace}/vllm-gateway {why}; gateway_url is the first zone's "
+                f"URL ({first}) and bypasses the gateway (run in the in-cluster JupyterLab, or "
+                "set LAB_EKS_REACH=vpc inside the VPC)",
                 stacklevel=2,
             )
             gateway_url = first

@@ -194,6 +194,15 @@ def create_participants(
     rows: list[dict[str, str]] = []
     names = participant_names(settings.participant_prefix, count, start)
     with tempfile.TemporaryDirectory(prefix="lab-participants-") as tmp:
+        if settings.profile == "shared-fleet":
+            # the fleet's namespace and the read-only Role the participants are bound to
+            fleet = Path(tmp) / "fleet"
+            render(cfg, fleet, src)
+            for rel in ("cluster/namespace.yaml", "cluster/fleet-viewer.yaml"):
+                for obj in _load(fleet / rel):
+                    _apply(conn, obj)
+                    rows.append({"namespace": fleet_ns, "kind": obj["kind"],
+                                 "name": obj["metadata"]["name"], "action": "applied"})  # fmt: skip
         for namespace in tqdm(names, desc="participants", leave=False):
             rendered = Path(tmp) / namespace
             render(cfg, rendered, src, namespace=namespace, participant=True)

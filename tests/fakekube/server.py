@@ -18,6 +18,7 @@ What it implements, as the real API server does:
 - the LWS ``scale`` subresource (``autoscaling/v1`` ``Scale``);
 - pod and service proxy (``.../pods/<name>[:<port>]/proxy/<path>``) forwarded to
   ``proxy_upstream`` (a local HTTP server standing in for the pod);
+- Secrets: ``stringData`` is stored base64-encoded in ``data``, as the API server does;
 - ``Status`` bodies with reason/code for 400/401/403/404/409/422;
 - authentication by bearer token: the admin token (user ``kubernetes-admin`` in
   ``system:masters``) or a ServiceAccount token from the TokenRequest API
@@ -59,6 +60,7 @@ Where it differs from a real API server (on purpose, to stay small):
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import dataclasses
 import json
@@ -914,6 +916,11 @@ class FakeKube:
         meta["resourceVersion"] = self._next_rv()
         if kind.kind == "Namespace":
             obj.setdefault("status", {})["phase"] = "Active"
+        if kind.kind == "Secret" and obj.get("stringData"):
+            # write-only convenience field: the server stores it base64-encoded in data
+            data = obj.setdefault("data", {})
+            for key, value in obj.pop("stringData").items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
         return obj
 
     def _create(

@@ -93,7 +93,8 @@ def test_apply_wait_groups_scale_endpoints_metrics_reset(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         endpoints = backend.endpoints()
-    assert any("vllm-gateway has no address" in str(w.message) for w in caught)
+    assert any("bypasses the gateway" in str(w.message) for w in caught)
+    assert backend.access == "api-server proxy"  # a laptop: the NLBs are internal
     assert endpoints.model == "llama-3.1-8b"
     assert set(endpoints.zone_urls) == set(ZONES)
     assert len(endpoints.groups) == 3
@@ -130,8 +131,12 @@ def test_apply_wait_groups_scale_endpoints_metrics_reset(
     assert again.empty
 
 
-def test_apply_from_rendered_dir_with_gateway_address(kube: FakeKube, tmp_path: Path) -> None:
+def test_apply_from_rendered_dir_with_gateway_address(
+    kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
+
+    monkeypatch.setenv("LAB_EKS_REACH", "vpc")  # a machine inside the VPC reaches the NLBs
 
     rendered = tmp_path / "rendered"
     for obj in lab_objects(ZONES):

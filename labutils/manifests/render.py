@@ -189,7 +189,6 @@ def _apply_zone_object(
 ) -> None:
     kind = obj.get("kind")
     spec = obj.get("spec") or {}
-    gpus_per_group = cfg.tensor_parallel_size * cfg.pipeline_parallel_size
     if kind == "LeaderWorkerSet":
         _apply_lws(obj, cfg, node, st)
     elif kind == "Job":
@@ -218,9 +217,11 @@ def _apply_zone_object(
         for req in spec["template"]["spec"].get("requirements", []):
             if req.get("key") == "node.kubernetes.io/instance-type":
                 req["values"] = [cfg.instance_type]
-        # Cluster-wide per zone: the shared fleet once, or every participant's small fleet.
+        # Karpenter counts the capacity of the nodes it launched: whole nodes (one pod each,
+        # PP of them per group), for the shared fleet once or every participant's small fleet.
         fleets = st.participant_count if st.profile == "per-participant" else 1
-        spec.setdefault("limits", {})[GPU] = str(fleets * cfg.max_replicas * gpus_per_group)
+        node_gpus = cfg.max_replicas * cfg.pipeline_parallel_size * node.gpus
+        spec.setdefault("limits", {})[GPU] = str(fleets * node_gpus)
     elif kind == "EC2NodeClass":
         spec["role"] = f"KarpenterNodeRole-{cfg.cluster_name}"
         for term in spec.get("amiSelectorTerms", []):

@@ -63,6 +63,9 @@ class ClusterSettings:
     nlb_deregistration_delay_s: int = 30
     prestop_sleep_s: int = 20
     startup_timeout_s: int = 3600
+    nat_gateway: str = "HighlyAvailable"
+    efs_file_system_id: str = ""
+    instructor_arn: str = ""
     participant_prefix: str = "p"
     participant_count: int = 30
     jupyter_image: str = "REGISTRY/vllm-lws-lab-jupyterlab:0.1.0"
@@ -111,6 +114,12 @@ def cluster_settings(cfg: LabConfig) -> ClusterSettings:
             f"lab.yaml: eks.karpenter_ami_alias {ami!r} must pin a release, e.g. al2023@v20260714 "
             "(not @latest: a new AMI would drift and replace GPU nodes mid-session)"
         )
+    nat = _str(eks, "nat_gateway", base.nat_gateway)
+    if nat not in ("HighlyAvailable", "Single"):
+        raise ConfigError(f"lab.yaml: eks.nat_gateway {nat!r}; choose HighlyAvailable or Single")
+    efs_id = str(eks.get("efs_file_system_id") or "")
+    if efs_id and not re.match(r"^fs-[0-9a-f]{8,17}$", efs_id):
+        raise ConfigError(f"lab.yaml: eks.efs_file_system_id {efs_id!r} is not an EFS id (fs-...)")
     failover = _str(gw, "failover", base.gateway_failover)
     if failover not in FAILOVER_MODES:
         raise ConfigError(
@@ -146,6 +155,9 @@ def cluster_settings(cfg: LabConfig) -> ClusterSettings:
         ),
         prestop_sleep_s=_int(gw, "prestop_sleep_s", base.prestop_sleep_s, 0, 600),
         startup_timeout_s=_int(eks, "startup_timeout_s", base.startup_timeout_s, 600, 14400),
+        nat_gateway=nat,
+        efs_file_system_id=efs_id,
+        instructor_arn=str(eks.get("instructor_arn") or ""),
         participant_prefix=prefix,
         participant_count=_int(part, "count", base.participant_count, 1, 99),
         jupyter_image=_str(part, "jupyter_image", base.jupyter_image),

@@ -185,6 +185,21 @@ _PHASE_RANK = {PHASE_NODE: 0, PHASE_PULL: 1, PHASE_LOAD: 2, PHASE_READY: 3}
 _PULLING = {"ContainerCreating", "PodInitializing"}
 
 
+def _api_key() -> str:
+    """``$VLLM_API_KEY``, else the file ``$VLLM_API_KEY_FILE`` names (a mounted Secret)."""
+    key = os.environ.get(_API_KEY_ENV, "")
+    path = os.environ.get(_API_KEY_ENV + "_FILE")
+    if not key and path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{_API_KEY_ENV}_FILE={path}: cannot read the API key ({exc.strerror}); is the "
+                "vllm-api-key Secret mounted?"
+            ) from None
+    return key
+
+
 def pod_phase(pod: dict[str, Any]) -> str:
     """The start-up phase of one pod: node, image, model, ready, or the error it is stuck on."""
     status = pod.get("status") or {}
@@ -706,7 +721,7 @@ class EksBackend:
         # balancer or a pod; anything reached directly gets the vLLM API key, if one is set.
         if via_proxy:
             return self.proxy_headers()
-        api_key = os.environ.get(_API_KEY_ENV)
+        api_key = _api_key()
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def proxy_headers(self) -> dict[str, str]:

@@ -29,7 +29,7 @@ from labutils.cluster import EksBackend, connect
 from labutils.cluster.participants import create_participants, delete_participants
 from labutils.config import load_config, manifests_dir
 from labutils.errors import ClusterError
-from labutils.manifests import render
+from labutils.manifests import render, validate
 
 ZONES = ("us-west-2a", "us-west-2b")
 PARTICIPANT = "system:serviceaccount:p01:lab-participant"
@@ -268,3 +268,4 @@ def test_render_for_a_participant_stays_in_their_namespace(tmp_path: Path) -> No
     assert 'namespace="p07"' in text  # the KEDA queries' label matchers too
     # the lab.yaml namespace appears nowhere (names like vllm-lab-gpu are object names)
     assert "namespace: vllm-lab" not in text and 'namespace="vllm-lab"' not in text
+    assert validate(out) == []  # against the vendored upstream CRD schemas, strictly

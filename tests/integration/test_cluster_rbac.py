@@ -269,3 +269,27 @@ def test_render_for_a_participant_stays_in_their_namespace(tmp_path: Path) -> No
     # the lab.yaml namespace appears nowhere (names like vllm-lab-gpu are object names)
     assert "namespace: vllm-lab" not in text and 'namespace="vllm-lab"' not in text
     assert validate(out) == []  # against the vendored upstream CRD schemas, strictly
+
+
+@pytest.mark.timeout(60)
+def test_in_cluster_the_endpoints_are_cluster_dns_names_with_the_api_key(
+    kube: FakeKube, workshop: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("participant-key\n")  # what the mounted vllm-api-key Secret holds
+    monkeypatch.setenv("VLLM_API_KEY_FILE", str(key_file))
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    backend = EksBackend(config=load_config(), poll_s=0.05, cache_dir=tmp_path / "d")
+    backend.apply(deploy.render_lab(tmp_path / "rendered"), timeout_s=20)
+    # JupyterLab's pod: same identity, but in-cluster (pod ServiceAccount, cluster DNS)
+    backend.conn.in_cluster = True
+    assert backend.access == "in-cluster"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fake's Gateway has no address
+        ends = backend.endpoints()
+    assert ends.zone_urls["us-west-2a"] == "http://vllm-us-west-2a-api.p01.svc.cluster.local:80"
+    group = next(g for g in ends.groups if g.group == "vllm-us-west-2a-0")
+    assert group.url == "http://vllm-us-west-2a-0.vllm-us-west-2a.p01.svc.cluster.local:8000"
+    assert ends.headers == {"Authorization": "Bearer participant-key"}
+    assert backend.proxy_headers() == ends.headers  # never the cluster credential to a pod
+    assert kube.denials == []

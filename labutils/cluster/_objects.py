@@ -55,7 +55,8 @@ def load_rendered(
     """Objects to apply from a ``labctl render --out DIR`` folder or a list of dicts.
 
     Skips ``optional/`` (KEDA objects are never applied together with the HPAs),
-    ``participant/`` (``labctl participants create`` applies it) and Secrets without values (the rendered Secrets are templates; their values come from the environment).
+    ``participant/`` (``labctl participants create`` applies it) and Secrets without values
+    (the rendered Secrets are templates; their values come from the environment).
     Namespaced objects without a namespace get ``namespace``.
 
     Raises:

@@ -227,3 +227,18 @@ def test_per_participant_profile_renders_the_small_fleet(tmp_path: Path) -> None
     assert pool["spec"]["limits"]["nvidia.com/gpu"] == str(30 * 2 * 1 * 1)
     quota = objs[("ResourceQuota", "vllm-lab-gpu")]["spec"]["hard"]
     assert quota["requests.nvidia.com/gpu"] == str(3 * 2 * 1 * 1)
+
+
+def test_render_namespace_cli_keeps_everything_in_that_namespace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labutils.cli import main
+
+    out = tmp_path / "p07"
+    assert main(["render", "--out", str(out), "--namespace", "p07", "--participant"]) == 0
+    assert "namespace p07" in capsys.readouterr().out
+    assert main(["validate", str(out)]) == 0
+    namespaces = {o.namespace for o in load_objects(out)}
+    assert namespaces == {None, "p07"}  # cluster-scoped (Namespace, NodePools...) or p07
+    scoped = {o.kind for o in load_objects(out) if o.namespace is None}
+    assert scoped == {"Namespace", "NodePool", "EC2NodeClass"}  # as docs/eks-review.md lists

@@ -1,5 +1,5 @@
-"""Every seed defect listed under "Deployment", "Autoscaling" and "Load balancing" in
-../shared/reference/seed-corrections.md is absent from the rendered lab.
+"""Every seed defect listed under "Deployment", "Autoscaling" and "Load balancing" in the
+corrections table of docs/manifests.md is absent from the rendered lab.
 
 Each test checks the rendered objects directly, and, where the validator has a rule for the
 defect, that the rule fires on the seed's own manifests (tests/data/seed_manifests, verbatim

@@ -20,13 +20,14 @@ __all__ = ["build_parser", "main"]
 
 # Modules that contribute subcommands; each defines ``register(subparsers)``.
 _COMMAND_MODULES = (
-    "labutils.manifests",
+    "labutils.cli.manifests",
     "labutils.cli.plan",
     "labutils.cli.sim",
     "labutils.cli.twin",
     "labutils.cli.drill",
     "labutils.cli.loadtest",
     "labutils.cli.cluster",
+    "labutils.cli.instructor",
     "labutils.cli.lab",
     "labutils.cli.scan",
     "labutils.cli.secrets",

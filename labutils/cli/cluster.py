@@ -57,20 +57,30 @@ def register(subparsers: Any) -> None:
 
     part = subparsers.add_parser("participants", help="per-participant namespaces (EKS)")
     part_sub = part.add_subparsers(dest="participants_command", metavar="ACTION", required=True)
-    create = part_sub.add_parser("create", help="create N namespaces with RBAC and GPU quota")
+    create = part_sub.add_parser(
+        "create",
+        help="create N participants: namespace, ServiceAccount + Role, JupyterLab, kubeconfig",
+    )
     create.add_argument("count", type=int, help="how many participants")
     create.add_argument(
-        "--rendered",
+        "--out",
         type=Path,
         required=True,
-        help="labctl render --out DIR (uses cluster/rbac.yaml)",
+        help="folder for the kubeconfigs to hand out (<out>/<namespace>/kubeconfig)",
     )
-    create.add_argument("--prefix", default="vllm-lab", help="namespace prefix (<prefix>-p01)")
+    create.add_argument(
+        "--hours", type=float, default=12.0, help="token validity in hours (default 12, max 48)"
+    )
+    create.add_argument("--start", type=int, default=1, help="number of the first participant")
+    create.add_argument("--config", type=Path, help="lab config (default: manifests/lab.yaml)")
     _add_connection(create)
     create.set_defaults(handler=_participants_create)
-    delete = part_sub.add_parser("delete", help="delete every participant namespace")
+    delete = part_sub.add_parser(
+        "delete", help="delete every participant namespace (revokes their kubeconfigs)"
+    )
     delete.add_argument("--yes", action="store_true", help="really delete (default: dry run)")
     delete.add_argument("--timeout", type=float, default=300.0, help="seconds to wait")
+    delete.add_argument("--out", type=Path, help="also remove <out>/<namespace>/ folders")
     _add_connection(delete)
     delete.set_defaults(handler=_participants_delete)
 
@@ -112,11 +122,16 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _participants_create(args: argparse.Namespace) -> int:
+    from labutils.config import load_config
     from labutils.targets.eks._connect import connect
     from labutils.targets.eks.participants import create_participants
 
     conn = connect(args.kubeconfig, args.context)
-    _print(create_participants(conn, args.count, args.rendered, prefix=args.prefix), "")
+    config = load_config(args.config) if args.config else None
+    frame = create_participants(
+        conn, args.count, out_dir=args.out, config=config, hours=args.hours, start=args.start
+    )
+    _print(frame, "")
     return 0
 
 
@@ -125,6 +140,6 @@ def _participants_delete(args: argparse.Namespace) -> int:
     from labutils.targets.eks.participants import delete_participants
 
     conn = connect(args.kubeconfig, args.context)
-    frame = delete_participants(conn, yes=args.yes, timeout_s=args.timeout)
+    frame = delete_participants(conn, yes=args.yes, timeout_s=args.timeout, out_dir=args.out)
     _print(frame, "no participant namespaces")
     return 0

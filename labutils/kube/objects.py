@@ -27,11 +27,16 @@ _ORDER = (
     "Secret",
     "ConfigMap",
     "NetworkPolicy",
+    "EC2NodeClass",
+    "NodePool",
+    "PersistentVolumeClaim",
+    "Job",
     "Service",
     "LeaderWorkerSet",
     "HorizontalPodAutoscaler",
     "Gateway",
     "HTTPRoute",
+    "BackendTrafficPolicy",
     "PodMonitor",
 )
 
@@ -47,8 +52,9 @@ def load_rendered(
 ) -> list[dict[str, Any]]:
     """Objects to apply from a ``labctl render --out DIR`` folder or a list of dicts.
 
-    Skips ``optional/`` (KEDA objects are never applied together with the HPAs) and Secrets
-    without values (the rendered Secrets are templates; their values come from the environment).
+    Skips ``optional/`` (KEDA objects are never applied together with the HPAs),
+    ``participant/`` (``labctl participants create`` applies it) and Secrets without values
+    (the rendered Secrets are templates; their values come from the environment).
     Namespaced objects without a namespace get ``namespace``.
 
     Raises:
@@ -76,7 +82,7 @@ def _read_dir(folder: Path) -> list[dict[str, Any]]:
         )
     objects: list[dict[str, Any]] = []
     for path in sorted(folder.rglob("*.y*ml")):
-        if "optional" in path.relative_to(folder).parts:
+        if {"optional", "participant"} & set(path.relative_to(folder).parts):
             continue
         try:
             docs = list(yaml.safe_load_all(path.read_text()))

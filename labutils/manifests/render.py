@@ -3,15 +3,21 @@
 The source folder holds ordinary, valid Kubernetes objects for a single *template zone* (the
 zone label of ``zone/lws.yaml``). Rendering is structural, not textual templating: the zone
 objects are deep-copied once per configured zone with every occurrence of the template zone
-replaced, then the lab config (``lab.yaml``) is applied to named fields (replicas, model,
-TP/PP, instance type, HPA bounds, route weights...). The output layout is the one in
-``docs/contracts.md``.
+replaced, then the lab config (``lab.yaml``, with its workshop profile applied) and the cluster
+settings (:mod:`labutils.manifests.settings`) are applied to named fields (replicas, model,
+TP/PP, instance type, HPA bounds, route weights, VPC CIDR, monitoring release, AMI...). Every
+namespaced object lands in the lab namespace (``--namespace`` overrides it); nothing is
+written into another namespace. The output layout is the one in ``docs/contracts.md``;
+``participant/`` (a participant's identity and JupyterLab) is rendered only for a participant
+namespace.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +28,23 @@ from labutils.config import LabConfig, load_config, manifests_dir
 from labutils.errors import ConfigError, ManifestError
 from labutils.manifests.loader import LoadedObject, load_objects
 from labutils.manifests.rules import GPU, ZONE_LABEL
+from labutils.manifests.settings import ClusterSettings, cluster_settings, effective_config
 
-__all__ = ["RENDER_HEADER", "render"]
+__all__ = ["ALL_ZONES_SERVICE", "PARTICIPANT_DIR", "RENDER_HEADER", "render"]
 
 RENDER_HEADER = (
     "# Rendered by `labctl render` from manifests/{source}: edit the source, not this file.\n"
 )
 _MAX_BACKEND_REFS = 16
 _MAX_WEIGHT = 1_000_000
-_SUBDIRS = ("cluster", "zones", "gateway", "monitoring", "optional")
+_SUBDIRS = ("cluster", "zones", "gateway", "monitoring", "optional", "participant")
+PARTICIPANT_DIR = "participant"
+# The zone-aware failover route's one backend: every zone's group leaders.
+ALL_ZONES_SERVICE = "vllm-api"
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_TEMPLATE_CIDR = "10.0.0.0/16"
+_TEMPLATE_GATEWAY_NS = "envoy-gateway-system"
+_TEMPLATE_MONITORING_NS = "monitoring"
 
 
 def _replace_strings(value: Any, old: str, new: str) -> Any:
@@ -115,7 +129,24 @@ def _size_pod(container: dict[str, Any], cfg: LabConfig, node: catalog.InstanceT
     requests[GPU] = limits[GPU] = str(cfg.tensor_parallel_size)
 
 
-def _apply_lws(data: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType) -> None:
+def _flag_value(tokens: list[Any], flag: str) -> str | None:
+    for i, tok in enumerate(tokens):
+        if str(tok) == flag and i + 1 < len(tokens):
+            return str(tokens[i + 1])
+        if str(tok).startswith(flag + "="):
+            return str(tok).split("=", 1)[1]
+    return None
+
+
+def _set_env(container: dict[str, Any], name: str, value: str) -> None:
+    for env in container.get("env") or []:
+        if env.get("name") == name and "value" in env:
+            env["value"] = value
+
+
+def _apply_lws(
+    data: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType, st: ClusterSettings
+) -> None:
     spec = data["spec"]
     spec["replicas"] = cfg.replicas
     lwt = spec["leaderWorkerTemplate"]
@@ -134,15 +165,48 @@ def _apply_lws(data: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType)
         _set_flag(args, "--served-model-name", cfg.served_model_name)
         _set_flag(args, "--tensor-parallel-size", str(cfg.tensor_parallel_size))
         _set_flag(args, "--pipeline-parallel-size", str(cfg.pipeline_parallel_size))
+        if _flag_value(args, "--distributed-timeout-seconds") is not None:
+            _set_flag(args, "--distributed-timeout-seconds", str(st.startup_timeout_s))
+        _set_env(container, "VLLM_ENGINE_READY_TIMEOUT_S", str(st.startup_timeout_s))
         _size_pod(container, cfg, node)
+        startup = container.get("startupProbe")
+        if startup:
+            period_s = int(startup.get("periodSeconds", 10))
+            startup["failureThreshold"] = math.ceil(st.startup_timeout_s / period_s)
+        pre_stop = ((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep")
+        if pre_stop is not None:
+            pre_stop["seconds"] = st.prestop_sleep_s
+            drain_s = int(_flag_value(args, "--shutdown-timeout") or 0)
+            # SIGTERM comes after preStop; vLLM then drains for --shutdown-timeout seconds.
+            needed_s = st.prestop_sleep_s + drain_s + 10
+            pod["terminationGracePeriodSeconds"] = max(
+                int(pod.get("terminationGracePeriodSeconds", 30)), needed_s
+            )
 
 
-def _apply_zone_object(obj: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType) -> None:
+def _apply_zone_object(
+    obj: dict[str, Any], cfg: LabConfig, node: catalog.InstanceType, st: ClusterSettings
+) -> None:
     kind = obj.get("kind")
     spec = obj.get("spec") or {}
-    gpus_per_group = cfg.tensor_parallel_size * cfg.pipeline_parallel_size
     if kind == "LeaderWorkerSet":
-        _apply_lws(obj, cfg, node)
+        _apply_lws(obj, cfg, node, st)
+    elif kind == "Job":
+        for container in spec["template"]["spec"].get("containers") or []:
+            args = container.get("args") or []
+            if args and not str(args[0]).startswith("-"):
+                args[0] = cfg.model
+    elif kind == "Service" and spec.get("type") == "LoadBalancer":
+        notes = obj.setdefault("metadata", {}).setdefault("annotations", {})
+        key = "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"
+        if key in notes:
+            notes[key] = re.sub(
+                r"deregistration_delay\.timeout_seconds=\d+",
+                f"deregistration_delay.timeout_seconds={st.nlb_deregistration_delay_s}",
+                notes[key],
+            )
+        if not st.zone_load_balancers:
+            spec["type"] = "ClusterIP"
     elif kind == "HorizontalPodAutoscaler":
         spec["minReplicas"], spec["maxReplicas"] = cfg.min_replicas, cfg.max_replicas
     elif kind == "ScaledObject":
@@ -153,9 +217,16 @@ def _apply_zone_object(obj: dict[str, Any], cfg: LabConfig, node: catalog.Instan
         for req in spec["template"]["spec"].get("requirements", []):
             if req.get("key") == "node.kubernetes.io/instance-type":
                 req["values"] = [cfg.instance_type]
-        spec.setdefault("limits", {})[GPU] = str(cfg.max_replicas * gpus_per_group)
+        # Karpenter counts the capacity of the nodes it launched: whole nodes (one pod each,
+        # PP of them per group), for the shared fleet once or every participant's small fleet.
+        fleets = st.participant_count if st.profile == "per-participant" else 1
+        node_gpus = cfg.max_replicas * cfg.pipeline_parallel_size * node.gpus
+        spec.setdefault("limits", {})[GPU] = str(fleets * node_gpus)
     elif kind == "EC2NodeClass":
         spec["role"] = f"KarpenterNodeRole-{cfg.cluster_name}"
+        for term in spec.get("amiSelectorTerms", []):
+            if "alias" in term:
+                term["alias"] = st.karpenter_ami_alias
         for key in ("subnetSelectorTerms", "securityGroupSelectorTerms"):
             for term in spec.get(key, []):
                 if "karpenter.sh/discovery" in term.get("tags", {}):
@@ -218,13 +289,19 @@ def render(
     config: LabConfig | None = None,
     out_dir: str | Path = "rendered",
     source: str | Path | None = None,
+    *,
+    namespace: str | None = None,
+    participant: bool = False,
 ) -> list[Path]:
     """Render the source manifests for every zone of ``config`` into ``out_dir``.
 
     Args:
-        config: the lab config (default: ``manifests/lab.yaml``).
+        config: the lab config (default: ``manifests/lab.yaml``); its ``profile`` is applied.
         out_dir: output folder; files a previous render wrote there are replaced.
         source: the source manifests folder (default: ``manifests/`` or ``$LAB_MANIFESTS``).
+        namespace: put every namespaced object here (default: ``namespace`` of the config).
+        participant: also render ``participant/`` (the participant's ServiceAccount, Role,
+            JupyterLab and their ``lab.yaml``) for a participant namespace.
 
     Returns:
         The files written, in the layout of ``docs/contracts.md``.
@@ -234,7 +311,15 @@ def render(
         ManifestError: a source file is missing or not valid YAML.
     """
     src = Path(source) if source else manifests_dir()
-    cfg = config or load_config(src / "lab.yaml")
+    cfg = effective_config(config or load_config(src / "lab.yaml"))
+    if namespace is not None:
+        if not _DNS1123_LABEL.match(namespace):
+            raise ConfigError(
+                f"--namespace {namespace!r} is not a namespace name (lowercase letters, digits, "
+                "'-'; at most 63 characters)"
+            )
+        cfg = dataclasses.replace(cfg, namespace=namespace)
+    settings = cluster_settings(cfg)
     node = _check_config(cfg)
     out = Path(out_dir)
     by_file: dict[Path, list[LoadedObject]] = {}
@@ -254,6 +339,8 @@ def render(
     written: list[Path] = []
     for file, objs in sorted(by_file.items()):
         rel = file.relative_to(src)
+        if rel.parts[0] == PARTICIPANT_DIR and not participant:
+            continue
         per_zone = rel.parts[0] in ("zone", "optional")
         for zone in cfg.zones if per_zone else (None,):
             docs = []
@@ -261,10 +348,10 @@ def render(
                 data = copy.deepcopy(obj.data)
                 if zone is not None:
                     data = _replace_strings(data, template_zone, zone)
-                    _apply_zone_object(data, cfg, node)
+                    _apply_zone_object(data, cfg, node, settings)
                 elif data.get("kind") == "HTTPRoute":
                     _expand_routes(data, template_zone, cfg)
-                _apply_cluster_object(data, cfg)
+                _apply_cluster_object(data, cfg, settings)
                 if source_ns:
                     data = _replace_ns_strings(data, source_ns, cfg.namespace)
                 _set_namespace(data, source_ns, cfg)
@@ -276,23 +363,137 @@ def render(
             else:
                 target = out / rel
             written.append(_dump(target, docs, str(rel)))
+    if settings.gateway_failover == "zone-aware":
+        written.extend(_zone_aware_gateway(out, cfg, settings))
+    if participant:
+        written.append(_participant_config(out, cfg, src))
     return written
 
 
 def _replace_ns_strings(data: dict[str, Any], old: str, new: str) -> dict[str, Any]:
-    # Only PromQL label matchers mention the namespace inside strings (KEDA queries).
+    # Inside strings only PromQL label matchers name the namespace (KEDA queries); RoleBinding
+    # subjects name it in a field.
     if old == new:
         return data
     result: dict[str, Any] = _replace_strings(data, f'namespace="{old}"', f'namespace="{new}"')
+    for subject in result.get("subjects") or []:
+        if subject.get("namespace") == old:
+            subject["namespace"] = new
     return result
 
 
-def _apply_cluster_object(obj: dict[str, Any], cfg: LabConfig) -> None:
+def _namespace_refs(obj: dict[str, Any], st: ClusterSettings) -> None:
+    # NetworkPolicy peers name the gateway and monitoring namespaces and the VPC CIDR.
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            labels = (node.get("namespaceSelector") or {}).get("matchLabels") or {}
+            name = labels.get("kubernetes.io/metadata.name")
+            if name == _TEMPLATE_GATEWAY_NS:
+                labels["kubernetes.io/metadata.name"] = st.gateway_namespace
+            elif name == _TEMPLATE_MONITORING_NS:
+                labels["kubernetes.io/metadata.name"] = st.monitoring_namespace
+            block = node.get("ipBlock")
+            if isinstance(block, dict) and block.get("cidr") == _TEMPLATE_CIDR:
+                block["cidr"] = st.vpc_cidr
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(obj.get("spec"))
+
+
+def _apply_cluster_object(obj: dict[str, Any], cfg: LabConfig, st: ClusterSettings) -> None:
     kind = obj.get("kind")
     spec = obj.get("spec") or {}
+    meta = obj.setdefault("metadata", {})
     if kind == "ResourceQuota":
         gpus = len(cfg.zones) * cfg.max_replicas * cfg.tensor_parallel_size
         gpus *= cfg.pipeline_parallel_size
-        spec.setdefault("hard", {})[f"requests.{GPU}"] = str(gpus)
+        hard = spec.setdefault("hard", {})
+        hard[f"requests.{GPU}"] = str(gpus)
+        if "services.loadbalancers" in hard:
+            hard["services.loadbalancers"] = str(len(cfg.zones) if st.zone_load_balancers else 0)
     elif kind == "Gateway":
         spec["gatewayClassName"] = cfg.gateway_class_name
+    elif kind == "NetworkPolicy":
+        _namespace_refs(obj, st)
+    elif kind == "PodMonitor" and "release" in (meta.get("labels") or {}):
+        meta["labels"]["release"] = st.monitoring_release
+    elif kind == "ScaledObject":
+        for trigger in spec.get("triggers") or []:
+            if trigger.get("type") == "prometheus":
+                trigger.setdefault("metadata", {})["serverAddress"] = st.prometheus_url
+    elif kind == "Deployment" and meta.get("name") == "jupyterlab":
+        for container in spec["template"]["spec"].get("containers") or []:
+            container["image"] = st.jupyter_image
+
+
+def _zone_aware_gateway(out: Path, cfg: LabConfig, st: ClusterSettings) -> list[Path]:
+    """``gateway.failover: zone-aware``: one backend (every zone's leaders) with zone weights.
+
+    Envoy Gateway then builds one cluster whose localities are the zones, weighted by
+    ``loadBalancer.zoneAware.weightedZones`` (Envoy Gateway v1.9 BackendTrafficPolicy), and
+    Envoy's locality-weighted balancing gives a zone without healthy endpoints no traffic.
+    """
+    route_file = out / "gateway" / "httproute.yaml"
+    policy_file = out / "gateway" / "backendtrafficpolicy.yaml"
+    routes = [d for d in yaml.safe_load_all(route_file.read_text()) if d]
+    policies = [d for d in yaml.safe_load_all(policy_file.read_text()) if d]
+    for route in routes:
+        for rule in route["spec"].get("rules") or []:
+            refs = rule.get("backendRefs") or []
+            if refs:
+                rule["backendRefs"] = [
+                    {"group": "", "kind": "Service", "name": ALL_ZONES_SERVICE, "port": 80}
+                ]
+    for policy in policies:
+        policy["spec"]["loadBalancer"] = {
+            "type": "LeastRequest",
+            "zoneAware": {
+                "weightedZones": [{"zone": z, "weight": cfg.weight(z)} for z in cfg.zones]
+            },
+        }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": ALL_ZONES_SERVICE,
+            "namespace": cfg.namespace,
+            "labels": {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/part-of": PART},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {
+                "app.kubernetes.io/name": "vllm",
+                "leaderworkerset.sigs.k8s.io/worker-index": "0",
+            },
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    return [
+        _dump(route_file, routes, "gateway/httproute.yaml"),
+        _dump(policy_file, policies, "gateway/backendtrafficpolicy.yaml"),
+        _dump(out / "gateway" / "service-all-zones.yaml", [service], "gateway (zone-aware)"),
+    ]
+
+
+def _participant_config(out: Path, cfg: LabConfig, src: Path) -> Path:
+    """The participant's ``lab.yaml`` (their namespace) as a ConfigMap for their JupyterLab."""
+    text = (src / "lab.yaml").read_text()
+    text = re.sub(r"(?m)^namespace:.*$", f"namespace: {cfg.namespace}", text, count=1)
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "lab-config",
+            "namespace": cfg.namespace,
+            "labels": {"app.kubernetes.io/part-of": PART},
+        },
+        "data": {"lab.yaml": text},
+    }
+    return _dump(out / PARTICIPANT_DIR / "lab-config.yaml", [config_map], "lab.yaml")
+
+
+PART = "vllm-lws-lab"

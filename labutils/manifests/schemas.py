@@ -1,9 +1,14 @@
-"""Offline schema validation: Kubernetes OpenAPI schemas for built-in kinds, the lab's own
-JSON schemas (``labutils/schemas/``) for the custom kinds the lab uses.
+"""Offline schema validation: Kubernetes OpenAPI schemas for built-in kinds, the vendored
+upstream CRD schemas (``labutils/schemas/crd-*.json``) for the custom kinds the lab uses.
 
-Built-in kinds use kubernetes-validate's *strict* schemas (unknown fields are errors). The
-custom-kind schemas ``$ref`` the same Kubernetes definitions for embedded pod templates, so a
-LeaderWorkerSet's pod spec is checked as strictly as a Deployment's.
+Built-in kinds use kubernetes-validate's *strict* schemas (unknown fields are errors). A CRD's
+``openAPIV3Schema`` is turned into JSON Schema the way kube-apiserver applies it with strict
+field validation (``kubectl apply --validate=strict``): an object that lists ``properties``
+rejects any other field unless it says ``x-kubernetes-preserve-unknown-fields``;
+``x-kubernetes-int-or-string`` accepts an integer or a string; ``nullable`` admits null;
+``metadata`` is checked as a Kubernetes ObjectMeta. CEL rules (``x-kubernetes-validations``)
+run only in the API server and are not evaluated here. Where each schema comes from (repository,
+tag, path, license) is in ``labutils/schemas/SOURCES.md`` and in each file.
 """
 
 from __future__ import annotations
@@ -20,24 +25,72 @@ from referencing import Registry, Resource
 if TYPE_CHECKING:
     import jsonschema
 
-__all__ = ["CUSTOM_KINDS", "K8S_VERSION", "SchemaFinding", "schema_findings"]
+__all__ = [
+    "CLUSTER_SCOPED_KINDS",
+    "CUSTOM_KINDS",
+    "K8S_VERSION",
+    "SchemaFinding",
+    "crd_source",
+    "schema_findings",
+]
 
 # The Kubernetes minor the lab targets (EKS standard support, late 2026).
 K8S_VERSION = "1.34"
+_DEFS = "https://kubernetes.io/api/_definitions.json#/$defs/"
+_OBJECT_META = _DEFS + "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
-# kind -> (apiVersion, schema file) for the custom resources the lab deploys.
-CUSTOM_KINDS: dict[str, tuple[str, str]] = {
-    "LeaderWorkerSet": ("leaderworkerset.x-k8s.io/v1", "leaderworkerset.json"),
-    "HTTPRoute": ("gateway.networking.k8s.io/v1", "httproute.json"),
-    "Gateway": ("gateway.networking.k8s.io/v1", "gateway.json"),
-    "ScaledObject": ("keda.sh/v1alpha1", "scaledobject.json"),
-    "NodePool": ("karpenter.sh/v1", "nodepool.json"),
-    "EC2NodeClass": ("karpenter.k8s.aws/v1", "ec2nodeclass.json"),
-    "PodMonitor": ("monitoring.coreos.com/v1", "podmonitor.json"),
+
+@lru_cache(maxsize=1)
+def _crd_files() -> dict[str, tuple[str, str, str]]:
+    """kind -> (apiVersion, file name, scope) for every vendored CRD schema."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for entry in sorted(
+        resources.files("labutils").joinpath("schemas").iterdir(), key=lambda e: e.name
+    ):
+        if entry.name.startswith("crd-") and entry.name.endswith(".json"):
+            source = json.loads(entry.read_text())["x-lab-source"]
+            out[source["kind"]] = (source["apiVersion"], entry.name, source["scope"])
+    return out
+
+
+# kind -> (apiVersion, schema file) for the custom resources the lab deploys or installs.
+CUSTOM_KINDS: dict[str, tuple[str, str]] = {k: (v[0], v[1]) for k, v in _crd_files().items()}
+
+# Built-in kinds that are cluster-scoped (custom ones: the CRD's ``scope``).
+_BUILTIN_CLUSTER_SCOPED = frozenset(
+    {
+        "Namespace",
+        "Node",
+        "PersistentVolume",
+        "StorageClass",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "PriorityClass",
+        "IngressClass",
+        "RuntimeClass",
+        "CSIDriver",
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+        "APIService",
+    }
+)
+
+
+# Kinds that live outside any namespace (built-in ones and the vendored CRDs').
+CLUSTER_SCOPED_KINDS: frozenset[str] = _BUILTIN_CLUSTER_SCOPED | {
+    k for k, (_, _, scope) in _crd_files().items() if scope == "Cluster"
 }
 
 FieldPath = tuple[str | int, ...]
 SchemaFinding = tuple[FieldPath, str]
+
+
+def crd_source(kind: str) -> dict[str, str]:
+    """Where the vendored schema of ``kind`` comes from (repository, tag, path, license)."""
+    file = _crd_files()[kind][1]
+    data = json.loads(resources.files("labutils").joinpath("schemas", file).read_text())
+    return dict(data["x-lab-source"])
 
 
 def _k8s_schema_dir() -> Any:
@@ -48,20 +101,53 @@ def _k8s_schema_dir() -> Any:
 @lru_cache(maxsize=1)
 def _registry() -> Registry:
     defs = json.loads(_k8s_schema_dir().joinpath("_definitions.json").read_text())
-    registry: Registry = Registry().with_resource(defs["$id"], Resource.from_contents(defs))
-    schemas = resources.files("labutils").joinpath("schemas")
-    for entry in schemas.iterdir():
-        if entry.name.endswith(".json"):
-            contents = json.loads(entry.read_text())
-            registry = registry.with_resource(contents["$id"], Resource.from_contents(contents))
-    return registry
+    return Registry().with_resource(defs["$id"], Resource.from_contents(defs))
+
+
+def _strict(node: Any) -> Any:
+    """A CRD structural schema node as strict JSON Schema (see the module docstring)."""
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "properties" and isinstance(value, dict):
+            out[key] = {name: _strict(sub) for name, sub in value.items()}
+        elif key.startswith("x-kubernetes-") or key == "nullable":
+            continue
+        else:
+            out[key] = _strict(value)
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out = {"anyOf": [{"type": "integer"}, {"type": "string"}], **out}
+    preserve = node.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in node and "additionalProperties" not in node and not preserve:
+        out["additionalProperties"] = False
+    if node.get("nullable") and isinstance(out.get("type"), str):
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+@lru_cache(maxsize=16)
+def _crd_schema(kind: str) -> dict[str, Any]:
+    api_version, file, _ = _crd_files()[kind]
+    data = json.loads(resources.files("labutils").joinpath("schemas", file).read_text())
+    schema = _strict(data["openAPIV3Schema"])
+    props = schema.setdefault("properties", {})
+    props["apiVersion"] = {"const": api_version}
+    props["kind"] = {"const": kind}
+    props["metadata"] = {"$ref": _OBJECT_META}
+    schema["required"] = sorted({"apiVersion", "kind", "metadata", *schema.get("required", [])})
+    schema["additionalProperties"] = False
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
 
 
 @lru_cache(maxsize=64)
 def _validator(api_version: str, kind: str) -> jsonschema.protocols.Validator | None:
     if kind in CUSTOM_KINDS:
-        file = CUSTOM_KINDS[kind][1]
-        schema = json.loads(resources.files("labutils").joinpath("schemas", file).read_text())
+        schema = _crd_schema(kind)
     else:
         # kubernetes-validate names files <kind>-<group prefix>-<version>.json
         group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
@@ -101,7 +187,15 @@ def _describe(error: jsonschema.ValidationError) -> tuple[FieldPath, str]:
         return path, f"{_short(error.instance)} is not allowed; expected {error.validator_value!r}"
     if error.validator == "type":
         return path, f"expected {error.validator_value}, got {_short(error.instance)}"
-    if error.validator in ("minimum", "maximum", "minItems", "maxItems", "minLength", "pattern"):
+    if error.validator in (
+        "minimum",
+        "maximum",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "pattern",
+    ):
         return (
             path,
             f"{_short(error.instance)} violates {error.validator}={error.validator_value!r}",

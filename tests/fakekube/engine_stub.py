@@ -1,7 +1,8 @@
 """A stand-in for a vLLM leader pod behind the fake API server's proxy (127.0.0.1, free port).
 
-It serves a recorded real ``/metrics`` scrape and ``/v1/models``, like the pod would; the fake
-API server forwards ``.../pods/<leader>:8000/proxy/<path>`` here.
+It serves a recorded real ``/metrics`` scrape, ``/v1/models`` and a one-token
+``POST /v1/chat/completions`` (the response shape of vLLM's OpenAI server), like the pod would;
+the fake API server forwards ``.../pods/<leader>:8000/proxy/<path>`` here.
 """
 
 from __future__ import annotations
@@ -33,6 +34,25 @@ def engine_stub(metrics_file: Path, model: str = "llama-3.1-8b") -> Iterator[str
                 body, ctype, code = b"not found", "text/plain", 404
             self.send_response(code)
             self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = json.loads(self.rfile.read(length) or b"{}")
+            if self.path.split("?")[0] != "/v1/chat/completions":
+                body, code = b"not found", 404
+            else:
+                answer = {
+                    "id": "chatcmpl-stub", "object": "chat.completion", "model": request.get(
+                        "model", model), "choices": [{"index": 0, "finish_reason": "length",
+                        "message": {"role": "assistant", "content": "Hello"}}],
+                    "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9},
+                }  # fmt: skip
+                body, code = json.dumps(answer).encode(), 200
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json" if code == 200 else "text/plain")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -139,3 +139,51 @@ def lab_objects(
         },
     ]
     return objects
+
+
+def install_addons(
+    kube: Any,
+    *,
+    gateway_class: str = "eg",
+    storage_class: str = "efs-sc",
+    accepted: bool = True,
+    nodepool_zones: tuple[str, ...] = (),
+) -> None:
+    """Store what `labctl instructor addons` leaves in a cluster: the GatewayClass (with the
+    ``Accepted`` condition Envoy Gateway's controller sets), the EFS StorageClass, the NVIDIA
+    device plugin DaemonSet, and Karpenter NodePools for ``nodepool_zones``."""
+    kube.put("gateway.networking.k8s.io", "gatewayclasses", "", {
+        "metadata": {"name": gateway_class},
+        "spec": {"controllerName": "gateway.envoyproxy.io/gatewayclass-controller"},
+        "status": {"conditions": [{
+            "type": "Accepted", "status": "True" if accepted else "False",
+            "reason": "Accepted" if accepted else "InvalidParameters",
+            "message": "Valid GatewayClass" if accepted else "EnvoyProxy not found",
+        }]},
+    })  # fmt: skip
+    kube.put("storage.k8s.io", "storageclasses", "", {
+        "metadata": {"name": storage_class}, "provisioner": "efs.csi.aws.com",
+        "parameters": {"provisioningMode": "efs-ap", "uid": "10001", "gid": "10001"},
+    })  # fmt: skip
+    kube.put("", "namespaces", "", {"metadata": {"name": "nvidia-device-plugin"}})
+    kube.put("apps", "daemonsets", "nvidia-device-plugin", {
+        "metadata": {"name": "nvdp-nvidia-device-plugin",
+                     "labels": {"app.kubernetes.io/name": "nvidia-device-plugin"}},
+        "status": {"desiredNumberScheduled": 0, "numberReady": 0},
+    })  # fmt: skip
+    for zone in nodepool_zones:
+        kube.put("karpenter.sh", "nodepools", "", {
+            "metadata": {"name": f"vllm-gpu-{zone}", "labels": dict(PART_OF)},
+            "spec": {"template": {"spec": {"requirements": [
+                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}]}},
+                "limits": {"nvidia.com/gpu": "32"}},
+        })  # fmt: skip
+
+
+def lab_secrets(kube: Any, namespace: str = NAMESPACE) -> None:
+    """The two Secrets the lab's pods read, with (fake) values."""
+    for name, key in (("vllm-api-key", "api-key"), ("hf-token", "token")):
+        kube.put("", "secrets", namespace, {
+            "metadata": {"name": name}, "type": "Opaque",
+            "data": {key: "bm90LWEtcmVhbC12YWx1ZQ=="},
+        })  # fmt: skip

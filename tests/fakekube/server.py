@@ -18,7 +18,18 @@ What it implements, as the real API server does:
 - the LWS ``scale`` subresource (``autoscaling/v1`` ``Scale``);
 - pod and service proxy (``.../pods/<name>[:<port>]/proxy/<path>``) forwarded to
   ``proxy_upstream`` (a local HTTP server standing in for the pod);
+- Secrets: ``stringData`` is stored base64-encoded in ``data``, as the API server does;
 - ``Status`` bodies with reason/code for 400/401/403/404/409/422;
+- authentication by bearer token: the admin token (user ``kubernetes-admin`` in
+  ``system:masters``) or a ServiceAccount token from the TokenRequest API
+  (``POST .../serviceaccounts/<sa>/token``), valid while that ServiceAccount (same UID)
+  exists and until it expires, as bound tokens are; anything else is 401;
+- RBAC authorization of every request (:mod:`fakekube.rbac`: Role/RoleBinding/ClusterRole/
+  ClusterRoleBinding rules with verbs, apiGroups, resources, subresources, resourceNames,
+  namespaces, non-resource URLs; the bootstrap ``system:discovery``/``system:basic-user``
+  bindings); a denial is a 403 with the API server's message, recorded in ``denials``, and
+  every request's attributes are recorded in ``audit``. Server-side apply that creates an
+  object also needs ``create`` (the API server's patch handler checks it);
 - a minimal LeaderWorkerSet controller: leader ``<lws>-<g>`` and workers ``<lws>-<g>-<w>`` with
   the LWS labels, ``size`` annotation and env (``LWS_LEADER_ADDRESS``, ``LWS_GROUP_SIZE``,
   ``LWS_WORKER_INDEX``), scheduled onto a fake GPU node of the LWS's zone and marked Ready
@@ -27,8 +38,9 @@ What it implements, as the real API server does:
 
 Where it differs from a real API server (on purpose, to stay small):
 
-- no TLS, one bearer token, no RBAC evaluation: ``forbid`` lists (verb, resource) pairs to
-  refuse with 403; no admission webhooks, no defaulting beyond ``metadata``, no schema
+- no TLS; ``forbid`` additionally refuses (verb, resource) pairs with 403 whoever asks (to
+  simulate a denial without writing RBAC); no RBAC escalation checks, no aggregated
+  ClusterRoles; no admission webhooks, no defaulting beyond ``metadata``, no schema
   validation except names (DNS-1123 → 422) and negative replicas on ``scale`` (422);
 - server-side apply tracks ownership of leaf fields only, treats lists as atomic values (real
   SSA merges ``listType=map`` lists by key) and never removes fields a manager stops applying;
@@ -37,7 +49,8 @@ Where it differs from a real API server (on purpose, to stay small):
 - namespace deletion (after ``terminate_delay_s``) and garbage collection complete on a
   controller tick (every 50 ms) instead of after finalizers and the real GC run;
 - pods have no kubelet: "ready" is set by the fake LWS controller, a deleted pod goes at once
-  (no grace period), and the proxy forwards every pod to the one ``proxy_upstream``;
+  (no grace period), and the proxy forwards every pod to the one ``proxy_upstream`` without
+  the client's headers (the real API server drops ``Authorization`` after authenticating);
 - discovery lists every verb for every resource and no short names or categories.
 - Events are ``v1`` core events written by the fake LWS controller, or planted by a test with
   :meth:`FakeKube.record_event` (e.g. the HPA controller's ``SuccessfulRescale``); there is no
@@ -47,7 +60,9 @@ Where it differs from a real API server (on purpose, to stay small):
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import dataclasses
 import json
 import re
 import threading
@@ -63,9 +78,12 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-__all__ = ["FakeKube"]
+from fakekube import rbac
 
-TOKEN = "fake-token-for-tests"  # not a secret: the fake accepts only this value
+__all__ = ["ADMIN", "FakeKube"]
+
+TOKEN = "fake-token-for-tests"  # not a secret: the fake's admin credential
+ADMIN = rbac.User("kubernetes-admin", (rbac.MASTERS, rbac.AUTHENTICATED))
 PART_OF = "app.kubernetes.io/part-of"
 ZONE_LABEL = "topology.kubernetes.io/zone"
 LWS_PREFIX = "leaderworkerset.sigs.k8s.io/"
@@ -95,13 +113,19 @@ _KINDS = (
     _Kind("", "v1", "events", "Event", True),
     _Kind("", "v1", "configmaps", "ConfigMap", True),
     _Kind("", "v1", "secrets", "Secret", True),
-    _Kind("", "v1", "serviceaccounts", "ServiceAccount", True),
+    _Kind("", "v1", "serviceaccounts", "ServiceAccount", True, subresources=("token",)),
     _Kind("", "v1", "resourcequotas", "ResourceQuota", True, subresources=("status",)),
+    _Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True),
     _Kind("apps", "v1", "deployments", "Deployment", True, subresources=("scale", "status")),
+    _Kind("apps", "v1", "daemonsets", "DaemonSet", True, subresources=("status",)),
+    _Kind("batch", "v1", "jobs", "Job", True, subresources=("status",)),
     _Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True),
     _Kind("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     _Kind("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
+    _Kind("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    _Kind("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
     _Kind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True),
+    _Kind("storage.k8s.io", "v1", "storageclasses", "StorageClass", False),
     _Kind(
         "apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False
     ),
@@ -114,10 +138,31 @@ _KINDS = (
         True,
         ("scale", "status"),
     ),
+    _Kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "gatewayclasses",
+        "GatewayClass",
+        False,
+        True,
+        ("status",),
+    ),
     _Kind("gateway.networking.k8s.io", "v1", "gateways", "Gateway", True, True, ("status",)),
     _Kind("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True, True, ("status",)),
     _Kind("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", True, True, ("status",)),
     _Kind("monitoring.coreos.com", "v1", "podmonitors", "PodMonitor", True, True),
+    _Kind(
+        "gateway.envoyproxy.io",
+        "v1alpha1",
+        "backendtrafficpolicies",
+        "BackendTrafficPolicy",
+        True,
+        True,
+        ("status",),
+    ),
+    _Kind("gateway.envoyproxy.io", "v1alpha1", "envoyproxies", "EnvoyProxy", True, True),
+    _Kind("karpenter.sh", "v1", "nodepools", "NodePool", False, True, ("status",)),
+    _Kind("karpenter.k8s.aws", "v1", "ec2nodeclasses", "EC2NodeClass", False, True, ("status",)),
 )
 CRD_GROUPS = tuple(sorted({k.group for k in _KINDS if k.crd}))
 
@@ -299,6 +344,10 @@ class FakeKube:
         self._terminating_since: dict[str, float] = {}  # namespace uid -> delete time
         self.forbid: set[tuple[str, str]] = set()  # (verb, plural) answered with 403
         self.requests: list[tuple[str, str]] = []  # (method, path) as received
+        self.denials: list[str] = []  # 403 messages RBAC (or forbid) answered
+        self.audit: list[rbac.Attributes] = []  # every authenticated request's attributes
+        # token -> (namespace, ServiceAccount name, its UID, expiry epoch seconds)
+        self._sa_tokens: dict[str, tuple[str, str, str, float]] = {}
         self.objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self._pod_state: dict[str, dict[str, Any]] = {}  # uid -> scheduling bookkeeping
         self._rv = 100
@@ -310,6 +359,8 @@ class FakeKube:
         self.port = 0
         for ns in ("default", "kube-system"):
             self.put("", "namespaces", "", {"metadata": {"name": ns}})
+        for plural, obj in rbac.BOOTSTRAP:
+            self.put("rbac.authorization.k8s.io", plural, "", obj)
         for zone in zones:
             self.add_gpu_node(zone)
         if aws_lb_controller:
@@ -374,15 +425,26 @@ class FakeKube:
         tick.cancel()
         await self._runner.cleanup()
 
-    def write_kubeconfig(self, path: Path | None = None, *, context: str = "fake") -> Path:
-        """Write a kubeconfig for this server (context ``context``) and return its path."""
+    def write_kubeconfig(
+        self,
+        path: Path | None = None,
+        *,
+        context: str = "fake",
+        token: str = TOKEN,
+        namespace: str | None = None,
+    ) -> Path:
+        """Write a kubeconfig for this server (context ``context``, the admin token unless
+        ``token`` is given, pinned to ``namespace`` if given) and return its path."""
         path = path or self.workdir / "kubeconfig"
+        ctx: dict[str, str] = {"cluster": "fake", "user": "fake-user"}
+        if namespace:
+            ctx["namespace"] = namespace
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake-user", "user": {"token": TOKEN}}],
-            "contexts": [{"name": context, "context": {"cluster": "fake", "user": "fake-user"}}],
+            "users": [{"name": "fake-user", "user": {"token": token}}],
+            "contexts": [{"name": context, "context": ctx}],
             "current-context": context,
         }
         path.write_text(yaml.safe_dump(config))
@@ -488,14 +550,63 @@ class FakeKube:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         try:
-            if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-                raise _ApiError(401, "Unauthorized", "Unauthorized")
-            return await self._dispatch(request)
+            user = self._authenticate(request.headers.get("Authorization", ""))
+            return await self._dispatch(request, user)
         except _ApiError as exc:
             return exc.response()
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    def _authenticate(self, header: str) -> rbac.User:
+        token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else ""
+        if token == TOKEN:
+            return ADMIN
+        with self._lock:
+            bound = self._sa_tokens.get(token)
+            if bound is not None:
+                namespace, name, uid, expiry_s = bound
+                account = self.objects.get(("", "serviceaccounts", namespace, name))
+                live = account is not None and account["metadata"].get("uid") == uid
+                if live and time.time() < expiry_s:
+                    return rbac.service_account_user(namespace, name)
+        raise _ApiError(401, "Unauthorized", "Unauthorized")
+
+    def authorize(self, attrs: rbac.Attributes) -> bool:
+        """Whether RBAC allows ``attrs`` with the roles and bindings stored now."""
+        with self._lock:
+            group = "rbac.authorization.k8s.io"
+            return rbac.allowed(
+                attrs,
+                cluster_roles={k[3]: o for k, o in self.objects.items()
+                               if k[:2] == (group, "clusterroles")},
+                cluster_role_bindings=[o for k, o in self.objects.items()
+                                       if k[:2] == (group, "clusterrolebindings")],
+                roles={(k[2], k[3]): o for k, o in self.objects.items()
+                       if k[:2] == (group, "roles")},
+                role_bindings=[o for k, o in self.objects.items()
+                               if k[:2] == (group, "rolebindings")],
+            )  # fmt: skip
+
+    def _check(self, attrs: rbac.Attributes) -> None:
+        self.audit.append(attrs)
+        forbidden = (attrs.verb, attrs.combined_resource) in self.forbid
+        if forbidden or not self.authorize(attrs):
+            message = rbac.forbidden_message(attrs)
+            self.denials.append(message)
+            raise _ApiError(
+                403,
+                "Forbidden",
+                message,
+                {"name": attrs.name, "group": attrs.api_group, "kind": attrs.resource},
+            )
+
+    async def _dispatch(self, request: web.Request, user: rbac.User) -> web.StreamResponse:
         parts = [p for p in request.path.split("/") if p]
+        if len(parts) <= 3 or parts[:1] == ["version"]:
+            # /version, /api, /api/v1, /apis, /apis/<g>, /apis/<g>/<v>: discovery (non-resource)
+            is_resource = (parts[:1] == ["api"] and len(parts) == 3) or (
+                parts[:1] == ["apis"] and len(parts) > 3
+            )
+            if not is_resource:
+                self._check(rbac.Attributes(user, "get", request.path, resource_request=False))
         if parts == ["version"]:
             return web.json_response(
                 {
@@ -538,10 +649,25 @@ class FakeKube:
             raise _ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
+        verb = {
+            "GET": "get" if name else ("watch" if request.query.get("watch") else "list"),
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete" if name else "deletecollection",
+        }.get(request.method, "")
+        attrs = rbac.Attributes(
+            user, verb, request.path, api_group=group, resource=kind.plural, subresource=sub,
+            namespace=namespace, name=name,
+        )  # fmt: skip
+        self._check(attrs)
         if sub == "proxy":
-            self._authorize("get", kind.plural + "/proxy")
             return await self._proxy(request, kind, namespace, name, "/".join(rest[3:]))
-        return self._crud(request, kind, namespace, name, sub, await request.read())
+        if sub == "token" and kind.plural == "serviceaccounts" and request.method == "POST":
+            return web.json_response(
+                self._token_request(namespace, name, await request.read()), status=201
+            )
+        return self._crud(request, kind, namespace, name, sub, await request.read(), attrs)
 
     def _api_groups(self) -> dict[str, Any]:
         groups: dict[str, list[str]] = {}
@@ -595,29 +721,37 @@ class FakeKube:
             "resources": resources,
         }
 
-    def _authorize(self, verb: str, plural: str) -> None:
-        if (verb, plural) in self.forbid:
-            raise _ApiError(
-                403,
-                "Forbidden",
-                f'{plural} is forbidden: User "participant" cannot {verb} resource "{plural}"',
-                {"kind": plural},
-            )
+    def _token_request(self, namespace: str, name: str, raw: bytes) -> dict[str, Any]:
+        """TokenRequest: a token bound to the ServiceAccount's UID, expiring as asked."""
+        body = self._body(raw, "application/json") if raw else {}
+        expiry = int((body.get("spec") or {}).get("expirationSeconds") or 3600)
+        with self._lock:
+            account = self._must_get(self._kind_by_plural("", "serviceaccounts"), namespace, name)
+            token = f"sa-{uuid.uuid4().hex}"
+            expires_s = time.time() + expiry
+            self._sa_tokens[token] = (namespace, name, account["metadata"]["uid"], expires_s)
+        stamp = datetime.fromtimestamp(expires_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {**(body.get("spec") or {}), "expirationSeconds": expiry},
+            "status": {"token": token, "expirationTimestamp": stamp},
+        }
 
     # ------------------------------------------------------------ CRUD
     def _crud(
-        self, request: web.Request, kind: _Kind, namespace: str, name: str, sub: str, raw: bytes
+        self,
+        request: web.Request,
+        kind: _Kind,
+        namespace: str,
+        name: str,
+        sub: str,
+        raw: bytes,
+        attrs: rbac.Attributes,
     ) -> web.Response:
         method = request.method
         query = request.query
-        verb = {
-            "GET": "get" if name else "list",
-            "POST": "create",
-            "PUT": "update",
-            "PATCH": "patch",
-            "DELETE": "delete",
-        }.get(method, "")
-        self._authorize(verb, kind.plural + (f"/{sub}" if sub else ""))
         manager = (
             query.get("fieldManager") or request.headers.get("User-Agent", "unknown").split("/")[0]
         )
@@ -643,6 +777,9 @@ class FakeKube:
                             "PATCH requests must specify a fieldManager for apply",
                         )
                     body = self._body(raw, ctype)
+                    if self._key(kind, namespace, name) not in self.objects:
+                        # an apply that creates needs "create" too (apiserver patch handler)
+                        self._check(dataclasses.replace(attrs, verb="create"))
                     force = query.get("force") in ("true", "True", "1")
                     obj, created = self._apply(kind, namespace, name, body, manager, force)
                     return web.json_response(obj, status=201 if created else 200)
@@ -779,6 +916,11 @@ class FakeKube:
         meta["resourceVersion"] = self._next_rv()
         if kind.kind == "Namespace":
             obj.setdefault("status", {})["phase"] = "Active"
+        if kind.kind == "Secret" and obj.get("stringData"):
+            # write-only convenience field: the server stores it base64-encoded in data
+            data = obj.setdefault("data", {})
+            for key, value in obj.pop("stringData").items():
+                data[key] = base64.b64encode(str(value).encode()).decode()
         return obj
 
     def _create(

@@ -65,7 +65,7 @@ def test_missing_crd_names_the_kind_and_how_to_install(tmp_path: Path) -> None:
             backend.apply(objects=lab_objects(("us-west-2a",)), wait=False)
     text = _one_line(info.value)
     assert "LeaderWorkerSet (leaderworkerset.x-k8s.io/v1)" in text
-    assert "kubernetes-sigs/lws" in text
+    assert "labctl instructor addons" in text
 
 
 def test_forbidden_names_the_object_and_who_to_ask(tmp_path: Path) -> None:
@@ -91,6 +91,7 @@ def test_wait_timeout_names_lws_conditions_and_events(tmp_path: Path) -> None:
         status = backend.status().set_index("lws")
     text = _one_line(info.value)
     assert "LeaderWorkerSet vllm-lab/vllm-us-west-2c not Available after 1 s" in text
+    assert "waiting for a GPU node" in text  # the phase the group is stuck in
     assert "Available=False" in text and "FailedScheduling" in text
     assert "labctl preflight" in text
     assert bool(status.loc["vllm-us-west-2a", "available"])

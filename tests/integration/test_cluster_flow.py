@@ -94,7 +94,8 @@ def test_apply_wait_groups_scale_endpoints_metrics_reset(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         endpoints = backend.endpoints()
-    assert any("vllm-gateway has no address" in str(w.message) for w in caught)
+    assert any("bypasses the gateway" in str(w.message) for w in caught)
+    assert backend.access == "api-server proxy"  # a laptop: the NLBs are internal
     assert endpoints.model == "llama-3.1-8b"
     assert set(endpoints.zone_urls) == set(ZONES)
     assert len(endpoints.groups) == 3
@@ -131,8 +132,12 @@ def test_apply_wait_groups_scale_endpoints_metrics_reset(
     assert again.empty
 
 
-def test_apply_from_rendered_dir_with_gateway_address(kube: FakeKube, tmp_path: Path) -> None:
+def test_apply_from_rendered_dir_with_gateway_address(
+    kube: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import yaml
+
+    monkeypatch.setenv("LAB_EKS_REACH", "vpc")  # a machine inside the VPC reaches the NLBs
 
     rendered = tmp_path / "rendered"
     for obj in lab_objects(ZONES):
@@ -173,11 +178,32 @@ def test_apply_from_rendered_dir_with_gateway_address(kube: FakeKube, tmp_path: 
     assert backend.proxy_headers()["Authorization"].startswith("Bearer ")
 
 
-def test_reapply_after_scale_reports_conflict_then_force_takes_over(
+def test_reapply_leaves_an_autoscaled_lws_replicas_to_the_autoscaler(
     kube: FakeKube, tmp_path: Path
 ) -> None:
     backend = _backend(kube, tmp_path)
-    objects = lab_objects(ZONES, replicas=1)
+    objects = lab_objects(ZONES, replicas=1)  # every LWS has an HPA
+    first = backend.apply(objects=objects, timeout_s=20)
+    assert set(first[first["kind"] == "LeaderWorkerSet"]["action"]) == {"applied"}
+    # the HPA controller scales through the scale subresource (its own field manager)
+    backend.scale("vllm-us-west-2a", 3)
+    again = backend.apply(objects=objects, wait=False)  # no field conflict
+    lws_rows = again[again["kind"] == "LeaderWorkerSet"]
+    assert set(lws_rows["action"]) == {"applied (spec.replicas left to the autoscaler)"}
+    lws = kube.get(LWS, "leaderworkersets", NAMESPACE, "vllm-us-west-2a")
+    assert lws is not None and lws["spec"]["replicas"] == 3  # the autoscaler's value stays
+    owners = {
+        e["manager"] for e in lws["metadata"]["managedFields"] if "f:replicas" in
+        e["fieldsV1"].get("f:spec", {})
+    }  # fmt: skip
+    assert owners == {"labutils-scale"}  # apply no longer claims spec.replicas
+
+
+def test_reapply_after_scale_without_hpa_reports_conflict_then_force_takes_over(
+    kube: FakeKube, tmp_path: Path
+) -> None:
+    backend = _backend(kube, tmp_path)
+    objects = [o for o in lab_objects(ZONES, replicas=1) if o["kind"] != "HorizontalPodAutoscaler"]
     backend.apply(objects=objects, timeout_s=20)
     backend.scale("vllm-us-west-2a", 3)
     with pytest.raises(ClusterError) as info:

@@ -100,11 +100,11 @@ CASES = [
     Case(
         "restart-policy",
         f"{ZONE}/lws.yaml",
-        "restartPolicy: RecreateGroupOnPodRestart",
+        "restartPolicy: RecreateGroupAfterStart",
         "restartPolicy: None",
         "    restartPolicy: None",
         "leaderWorkerTemplate.restartPolicy",
-        "RecreateGroupOnPodRestart",
+        "must be RecreateGroupAfterStart",
     ),
     Case(
         "ancient-image",
@@ -330,7 +330,7 @@ CASES = [
     Case(
         "ec2nodeclass-without-ami-selector",
         f"{ZONE}/karpenter.yaml",
-        "  amiSelectorTerms:\n  - alias: al2023@latest\n",
+        "  amiSelectorTerms:\n  - alias: al2023@v20260714\n",
         "",
         "spec:",
         "spec.amiSelectorTerms",
@@ -338,12 +338,13 @@ CASES = [
         nth=1,  # the EC2NodeClass's spec (a missing field points at its parent)
     ),
     Case(
-        "podmonitor-relative-path",
+        # prometheus-operator v0.93.0's CRD: interval is a Prometheus duration (pattern)
+        "podmonitor-interval-not-a-duration",
         "monitoring/podmonitor.yaml",
-        "path: /metrics",
-        "path: metrics",
-        "    path: metrics",
-        "spec.podMetricsEndpoints[0].path",
+        "interval: 15s",
+        "interval: 15 seconds",
+        "    interval: 15 seconds",
+        "spec.podMetricsEndpoints[0].interval",
         "violates pattern",
     ),
     Case(

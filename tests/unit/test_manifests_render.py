@@ -27,15 +27,19 @@ def test_render_layout_matches_the_contract(tmp_path: Path) -> None:
     expected = {
         "cluster/namespace.yaml",
         "cluster/secrets.yaml",
-        "cluster/rbac.yaml",
+        "cluster/quota.yaml",
+        "cluster/fleet-viewer.yaml",
         "cluster/networkpolicy.yaml",
         "gateway/gateway.yaml",
         "gateway/httproute.yaml",
+        "gateway/backendtrafficpolicy.yaml",
         "monitoring/podmonitor.yaml",
         "monitoring/prometheus-adapter-rules.yaml",
     }
     for zone in ZONES:
-        expected |= {f"zones/{zone}/{n}.yaml" for n in ("lws", "service", "hpa", "karpenter")}
+        expected |= {
+            f"zones/{zone}/{n}.yaml" for n in ("lws", "service", "hpa", "karpenter", "prestage")
+        }
         expected |= {f"zones/{zone}/storage.yaml", f"optional/keda/scaledobject-{zone}.yaml"}
     assert _rel(files, tmp_path) == expected
 
@@ -99,7 +103,7 @@ def test_config_drives_the_rendering(tmp_path: Path) -> None:
     assert validate(tmp_path) == []
     objs = load_objects(tmp_path)
     namespaced = [o for o in objs if o.namespace is not None]
-    assert {o.namespace for o in namespaced} == {"lab-team7", "monitoring"}
+    assert {o.namespace for o in namespaced} == {"lab-team7"}  # never another namespace
     (route,) = [o for o in objs if o.kind == "HTTPRoute"]
     weights = {r["name"]: r["weight"] for r in route.data["spec"]["rules"][0]["backendRefs"]}
     assert weights == {"vllm-eu-west-1a-api": 70, "vllm-eu-west-1b-api": 30}

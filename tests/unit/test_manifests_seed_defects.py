@@ -1,5 +1,5 @@
-"""Every seed defect listed under "Deployment", "Autoscaling" and "Load balancing" in
-docs/manifests.md (corrections against the seed) is absent from the rendered lab.
+"""Every seed defect listed under "Deployment", "Autoscaling" and "Load balancing" in the
+corrections table of docs/manifests.md is absent from the rendered lab.
 
 Each test checks the rendered objects directly, and, where the validator has a rule for the
 defect, that the rule fires on the seed's own manifests (tests/data/seed_manifests, verbatim
@@ -128,7 +128,7 @@ def test_no_cuda_visible_devices_and_gpus_in_limits(objs, seed_problems) -> None
 def test_shm_probes_and_group_restart(objs, seed_problems) -> None:
     for lws in _of(objs, "LeaderWorkerSet"):
         lwt = lws.data["spec"]["leaderWorkerTemplate"]
-        assert lwt["restartPolicy"] == "RecreateGroupOnPodRestart"
+        assert lwt["restartPolicy"] == "RecreateGroupAfterStart"
         for pod in _templates(lws).values():
             vols = {v["name"]: v for v in pod["volumes"]}
             mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
@@ -138,7 +138,7 @@ def test_shm_probes_and_group_restart(objs, seed_problems) -> None:
             assert leader[probe]["httpGet"]["path"] == "/health"
         startup = leader["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
-    assert _flagged(seed_problems, "must be RecreateGroupOnPodRestart")
+    assert _flagged(seed_problems, "must be RecreateGroupAfterStart")
     assert _flagged(seed_problems, "/dev/shm from an emptyDir with medium: Memory")
     assert _flagged(seed_problems, "leader needs a readinessProbe httpGet on /health")
 

@@ -83,5 +83,6 @@ def test_eks_reset_scope_deletes_labelled_kinds_only(tmp_path: Path) -> None:
     assert scope[("PersistentVolumeClaim", "vllm-models-us-west-2a")] == "keep"
     assert scope[("NodePool", "vllm-gpu-us-west-2a")] == "keep"
     assert scope[("ScaledObject", "vllm-us-west-2a")] == "—"
-    # the adapter rules live in the monitoring namespace, which a lab reset never touches
-    assert scope[("ConfigMap", "vllm-lab-adapter-rules")] == "keep"
+    # the lab's copy of the adapter rules lives in the lab namespace (rendering never writes
+    # into another one): a reset removes it with the rest, the next apply brings it back
+    assert scope[("ConfigMap", "vllm-lab-adapter-rules")] == "delete"

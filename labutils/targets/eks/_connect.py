@@ -27,19 +27,21 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from labutils.errors import ClusterError
 
-__all__ = ["Connection", "api_errors", "connect", "crd_hint"]
+__all__ = ["SA_NAMESPACE_FILE", "Connection", "api_errors", "connect", "crd_hint"]
 
 FIELD_MANAGER = "labutils"
 REQUEST_TIMEOUT_S = (5.0, 60.0)  # (connect, read) for every API request
 
-# How to install what the lab needs when discovery says a kind is missing.
+# How to install what the lab needs when discovery says a kind is missing (the pinned commands
+# are in labutils/data/addons.yaml; `labctl instructor addons --print` prints them).
+_ADDONS = "labctl instructor addons --print shows the pinned install command"
 _CRD_FIXES = {
-    "leaderworkerset.x-k8s.io": "install LeaderWorkerSet: kubectl apply --server-side -f "
-    "https://github.com/kubernetes-sigs/lws/releases/latest/download/manifests.yaml",
-    "gateway.networking.k8s.io": "install the Gateway API CRDs (standard channel) and a "
-    "Gateway controller",
-    "keda.sh": "install KEDA (helm install keda kedacore/keda -n keda --create-namespace)",
-    "monitoring.coreos.com": "install the Prometheus Operator CRDs (kube-prometheus-stack)",
+    "leaderworkerset.x-k8s.io": f"install LeaderWorkerSet ({_ADDONS})",
+    "gateway.networking.k8s.io": f"install the Gateway API CRDs and Envoy Gateway ({_ADDONS})",
+    "gateway.envoyproxy.io": f"install Envoy Gateway ({_ADDONS})",
+    "keda.sh": f"install KEDA ({_ADDONS})",
+    "monitoring.coreos.com": f"install kube-prometheus-stack ({_ADDONS})",
+    "karpenter.sh": f"install Karpenter ({_ADDONS})",
     "autoscaling": "the cluster is too old for autoscaling/v2 HPAs (needs Kubernetes >= 1.23)",
 }
 
@@ -50,15 +52,26 @@ def crd_hint(api_version: str) -> str:
     return _CRD_FIXES.get(group, f"install the CRDs that serve {api_version}")
 
 
+# The namespace of a pod's ServiceAccount, mounted by the kubelet (in-cluster config).
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
 @dataclass
 class Connection:
-    """An authenticated client for one cluster (typed ``api_client`` and ``dynamic``)."""
+    """An authenticated client for one cluster (typed ``api_client`` and ``dynamic``).
+
+    ``namespace`` is the namespace the credential is pinned to, as kubectl sees it: the
+    kubeconfig context's ``namespace`` or, in a pod, its ServiceAccount's; ``None`` for an
+    unpinned (instructor) context. ``in_cluster`` says the pod's ServiceAccount is used.
+    """
 
     api_client: client.ApiClient
     host: str
     context: str
     cache_file: Path
     _dynamic: DynamicClient | None = None
+    namespace: str | None = None
+    in_cluster: bool = False
 
     @property
     def dynamic(self) -> DynamicClient:
@@ -120,12 +133,17 @@ def connect(
             and not Path(path).exists()
             and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
         )
+    namespace: str | None = None
     if use_in_cluster:
         try:
             config.load_incluster_config(client_configuration=configuration)
         except ConfigException as exc:
             raise ClusterError(f"in-cluster config: {exc}; pass --kubeconfig instead") from None
         chosen = "in-cluster"
+        try:
+            namespace = SA_NAMESPACE_FILE.read_text().strip() or None
+        except OSError:
+            namespace = None
     else:
         if not Path(path).exists():
             raise ClusterError(
@@ -148,6 +166,8 @@ def connect(
                 f"{', '.join(names) or '(none)'} (or omit --context for the current one)"
             )
         chosen = context or (current or {}).get("name", "")
+        picked = next((c for c in contexts if c["name"] == chosen), None) or {}
+        namespace = (picked.get("context") or {}).get("namespace") or None
         try:
             config.load_kube_config(
                 config_file=path, context=chosen or None, client_configuration=configuration
@@ -163,7 +183,14 @@ def connect(
     cache.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256(f"{host}|{chosen}".encode()).hexdigest()[:16]
     cache_file = cache / f"{digest}.json"
-    return Connection(api_client=api_client, host=host, context=chosen, cache_file=cache_file)
+    return Connection(
+        api_client=api_client,
+        host=host,
+        context=chosen,
+        cache_file=cache_file,
+        namespace=namespace,
+        in_cluster=bool(use_in_cluster),
+    )
 
 
 def _default_request_timeout(api_client: client.ApiClient) -> None:

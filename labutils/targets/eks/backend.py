@@ -3,10 +3,20 @@
 Same method names and return types as the local twin (:class:`labutils.protocol.Backend`).
 Custom resources (LeaderWorkerSet, Gateway API) go through the dynamic client; writes are
 server-side apply with field manager ``labutils``.
+
+Two scopes. ``cluster`` (an instructor's unpinned kubeconfig context) applies everything the
+render holds, cluster-scoped objects included. ``namespace`` (a participant: a kubeconfig
+context pinned to a namespace, or a pod's ServiceAccount) touches only the lab's own kinds in
+that one namespace, exactly what ``participant/access.yaml``'s Role grants; the namespace
+itself, its RBAC, quota, NetworkPolicies and Secrets are the instructor's
+(``labctl participants create``). Two ways to reach the engines: ``in-cluster`` (in a pod:
+cluster DNS names) or ``api-server proxy`` (a laptop: ``.../proxy`` URLs through the API
+server); :attr:`EksBackend.access` says which.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -26,12 +36,13 @@ from labutils.config import LabConfig, load_config, manifests_dir
 from labutils.errors import ClusterError, ConfigError, EndpointError, WaitTimeout
 from labutils.kube.labels import LWS_LABEL_PREFIX, NODE_ZONE_LABEL
 from labutils.kube.objects import LAB_LABEL, LAB_SELECTOR, ZONE_LABEL, load_rendered
+from labutils.manifests.schemas import CLUSTER_SCOPED_KINDS
 from labutils.protocol import Endpoints, GroupEndpoint, MetricsScrape, PrometheusApi
 from labutils.targets.eks._connect import FIELD_MANAGER, Connection, api_errors, connect
 from labutils.targets.eks.prometheus import cluster_prometheus
 from labutils.vllm_args import parse_vllm_serve
 
-__all__ = ["RESET_KINDS", "EksBackend"]
+__all__ = ["INSTRUCTOR_KINDS", "RESET_KINDS", "SCOPES", "EksBackend"]
 
 LWS_API = "leaderworkerset.x-k8s.io/v1"
 LWS_LABEL = LWS_LABEL_PREFIX
@@ -39,6 +50,7 @@ LWS_LABEL = LWS_LABEL_PREFIX
 # What ``reset`` deletes (when labelled as the lab's), most dependent first. Namespaces, RBAC
 # and quotas are the participants' (``labctl participants delete``), so reset keeps them.
 RESET_KINDS: tuple[tuple[str, str], ...] = (
+    ("gateway.envoyproxy.io/v1alpha1", "BackendTrafficPolicy"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("gateway.networking.k8s.io/v1", "Gateway"),
     ("keda.sh/v1alpha1", "ScaledObject"),
@@ -50,6 +62,24 @@ RESET_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "Secret"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
+# Kinds a participant (namespace scope) never writes: the instructor's, applied by
+# `labctl participants create` (their namespace, identity, quota, network rules, secrets).
+INSTRUCTOR_KINDS = frozenset(
+    {
+        "Namespace",
+        "ResourceQuota",
+        "LimitRange",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "NetworkPolicy",
+        "Secret",
+        "Deployment",
+        "ScaledObject",
+    }
+)
+SCOPES = ("cluster", "namespace")
+_API_KEY_ENV = "VLLM_API_KEY"
 
 
 def _ref(obj: dict[str, Any]) -> str:
@@ -145,6 +175,60 @@ def _hpa_condition(hpa: dict[str, Any], kind: str) -> dict[str, Any]:
     return {}
 
 
+# Where a cold group is, from its pods (least advanced pod first): the phases an instructor
+# sees on a Karpenter cluster, where the GPU node itself is created on demand.
+PHASE_NODE = "waiting for a GPU node (Karpenter launches one)"
+PHASE_PULL = "starting containers (image pull)"
+PHASE_LOAD = "loading the model (startup probe)"
+PHASE_READY = "ready"
+_PHASE_RANK = {PHASE_NODE: 0, PHASE_PULL: 1, PHASE_LOAD: 2, PHASE_READY: 3}
+_PULLING = {"ContainerCreating", "PodInitializing"}
+
+
+def _api_key() -> str:
+    """``$VLLM_API_KEY``, else the file ``$VLLM_API_KEY_FILE`` names (a mounted Secret)."""
+    key = os.environ.get(_API_KEY_ENV, "")
+    path = os.environ.get(_API_KEY_ENV + "_FILE")
+    if not key and path:
+        try:
+            key = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{_API_KEY_ENV}_FILE={path}: cannot read the API key ({exc.strerror}); is the "
+                "vllm-api-key Secret mounted?"
+            ) from None
+    return key
+
+
+def pod_phase(pod: dict[str, Any]) -> str:
+    """The start-up phase of one pod: node, image, model, ready, or the error it is stuck on."""
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if (conditions.get("Ready") or {}).get("status") == "True":
+        return PHASE_READY
+    if not (pod.get("spec") or {}).get("nodeName"):
+        scheduled = conditions.get("PodScheduled") or {}
+        reason = scheduled.get("reason")
+        if reason and reason != "Unschedulable":
+            return f"not scheduled ({reason})"
+        return PHASE_NODE
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting and waiting.get("reason") not in _PULLING:
+            return f"{waiting.get('reason')}: {waiting.get('message') or 'see pod events'}"
+        if container.get("state", {}).get("running") is not None:
+            return PHASE_LOAD
+    return PHASE_PULL
+
+
+def _least_advanced(phases: Iterable[str]) -> str:
+    found = list(phases)
+    if not found:
+        return "no pods yet (the LWS controller creates them)"
+    errors = [p for p in found if p not in _PHASE_RANK]
+    return errors[0] if errors else min(found, key=lambda p: _PHASE_RANK[p])
+
+
 class EksBackend:
     """The lab on a real cluster (``LAB_TARGET=eks``).
 
@@ -171,15 +255,39 @@ class EksBackend:
         config: LabConfig | None = None,
         poll_s: float = 2.0,
         cache_dir: Path | None = None,
+        scope: str | None = None,
     ) -> None:
         if config is None:
             lab_yaml = manifests_dir() / "lab.yaml"
             config = load_config(lab_yaml) if lab_yaml.exists() else LabConfig()
         self.config = config
-        self.namespace = namespace or config.namespace
         self.rendered_dir = Path(rendered_dir) if rendered_dir else None
         self.poll_s = poll_s
         self.conn: Connection = connect(kubeconfig, context, cache_dir=cache_dir)
+        # $LAB_NAMESPACE (a participant's JupyterLab sets it), else the namespace the credential
+        # is pinned to (as kubectl would use), else lab.yaml's.
+        self.namespace = (
+            namespace or os.environ.get("LAB_NAMESPACE") or self.conn.namespace or config.namespace
+        )
+        chosen = (
+            scope
+            or os.environ.get("LAB_EKS_SCOPE")
+            or ("namespace" if self.conn.namespace else "cluster")
+        )
+        if chosen not in SCOPES:
+            raise ConfigError(f"scope {chosen!r}; choose one of: {', '.join(SCOPES)}")
+        self.scope = chosen
+        # A participant watching the instructor's shared fleet writes nothing there.
+        self.read_only = chosen == "namespace" and self.namespace != self.conn.namespace
+
+    @property
+    def access(self) -> str:
+        """How the engines are reached: ``in-cluster`` (cluster DNS), ``vpc`` (load balancer
+        addresses, from a machine inside the VPC: ``LAB_EKS_REACH=vpc``) or
+        ``api-server proxy`` (a laptop: the internal NLBs are not reachable from there)."""
+        if self.conn.in_cluster:
+            return "in-cluster"
+        return "vpc" if os.environ.get("LAB_EKS_REACH") == "vpc" else "api-server proxy"
 
     # ------------------------------------------------------------ low-level helpers
     def _list(
@@ -229,15 +337,22 @@ class EksBackend:
     ) -> pd.DataFrame:
         """Server-side apply the rendered manifests (field manager ``labutils``).
 
+        In ``namespace`` scope only the lab's own namespaced kinds are applied, into the
+        backend's namespace; cluster-scoped objects, objects of other namespaces and the
+        instructor's kinds (:data:`INSTRUCTOR_KINDS`) are listed as skipped. An existing
+        LeaderWorkerSet that an HPA or ScaledObject scales is applied *without*
+        ``spec.replicas``: the autoscaler owns that field after creation, and claiming it again
+        would be a field conflict (Kubernetes server-side apply, "transferring ownership").
+
         Args:
             rendered_dir: a ``labctl render --out DIR`` folder (default: the backend's).
             wait: return only when every LWS is Available (see :meth:`wait_ready`).
             timeout_s: how long to wait.
             objects: apply these dicts instead of a folder.
-            force: take over fields another manager owns (e.g. ``spec.replicas`` from the HPA).
+            force: take over fields another manager owns.
 
         Returns:
-            One row per object: kind, namespace, name, resource_version, generation.
+            One row per object: kind, namespace, name, resource_version, generation, action.
 
         Raises:
             ClusterError: a CRD is missing, access is forbidden, or a field conflict (409).
@@ -248,11 +363,40 @@ class EksBackend:
                 "apply needs the rendered manifests: pass rendered_dir=DIR (labctl render "
                 "--out DIR) or objects=[...]"
             )
+        loaded = load_rendered(source, namespace=self.namespace)
+        lab_namespaces = {self.namespace} | {
+            o["metadata"]["name"] for o in loaded if o.get("kind") == "Namespace"
+        }
+        scaled = {
+            str(((o.get("spec") or {}).get("scaleTargetRef") or {}).get("name"))
+            for o in loaded
+            if o.get("kind") in ("HorizontalPodAutoscaler", "ScaledObject")
+        }
         rows = []
-        for obj in load_rendered(source, namespace=self.namespace):
-            resource = self.conn.resource(obj["apiVersion"], obj["kind"])
+        for obj in loaded:
             meta = obj["metadata"]
+            skip = self._skip_reason(obj, lab_namespaces)
+            if not skip and self.read_only:
+                skip = f"shared fleet in {self.namespace}: the instructor deploys it"
+            if skip:
+                rows.append(
+                    {"kind": obj["kind"], "namespace": meta.get("namespace", ""),
+                     "name": meta["name"], "resource_version": None, "generation": None,
+                     "action": f"skipped: {skip}"}
+                )  # fmt: skip
+                continue
+            resource = self.conn.resource(obj["apiVersion"], obj["kind"])
             namespace = meta.get("namespace") if resource.namespaced else None
+            if namespace and self.scope == "namespace":
+                namespace = meta["namespace"] = self.namespace
+            action = "applied"
+            autoscaled = obj["kind"] == "LeaderWorkerSet" and meta["name"] in scaled
+            if autoscaled and self._get(
+                obj["apiVersion"], obj["kind"], meta["name"], str(namespace)
+            ):
+                obj = copy.deepcopy(obj)
+                obj.get("spec", {}).pop("replicas", None)
+                action = "applied (spec.replicas left to the autoscaler)"
             with api_errors(f"apply {_ref(obj)}", self.conn):
                 live = resource.server_side_apply(
                     body=obj,
@@ -268,26 +412,51 @@ class EksBackend:
                     "name": meta["name"],
                     "resource_version": live["metadata"].get("resourceVersion"),
                     "generation": live["metadata"].get("generation"),
+                    "action": action,
                 }
             )
-        frame = pd.DataFrame(rows)
-        if wait and any(r["kind"] == "LeaderWorkerSet" for r in rows):
+        frame = pd.DataFrame(
+            rows,
+            columns=["kind", "namespace", "name", "resource_version", "generation", "action"],
+        )
+        applied_lws = [r for r in rows if r["kind"] == "LeaderWorkerSet"]
+        if wait and (self.read_only or any(r["action"].startswith("applied") for r in applied_lws)):
             self.wait_ready(timeout_s=timeout_s)
         return frame
 
+    def _skip_reason(self, obj: dict[str, Any], lab_namespaces: set[str]) -> str:
+        if self.scope == "cluster":
+            return ""
+        kind = str(obj.get("kind"))
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        if kind in CLUSTER_SCOPED_KINDS:
+            return "cluster-scoped (the instructor's)"
+        if kind in INSTRUCTOR_KINDS:
+            return "the instructor's (labctl participants create)"
+        if namespace and namespace not in lab_namespaces:
+            return f"namespace {namespace} is not the lab's"
+        return ""
+
     def status(self) -> pd.DataFrame:
-        """One row per LWS: zone, lws, replicas, ready_replicas, updated_replicas, available."""
+        """One row per LWS: zone, lws, replicas, ready_replicas, updated_replicas, available,
+        phase (where its least advanced pod is: GPU node, image pull, model load, ready),
+        conditions."""
+        items = self._lws()
+        phases = self._phases([o["metadata"]["name"] for o in items]) if items else {}
         rows = []
-        for lws in self._lws():
+        for lws in items:
             status = lws.get("status") or {}
+            name = lws["metadata"]["name"]
+            available = _is_available(lws)
             rows.append(
                 {
                     "zone": self._zone_of(lws),
-                    "lws": lws["metadata"]["name"],
+                    "lws": name,
                     "replicas": int(lws.get("spec", {}).get("replicas", 1)),
                     "ready_replicas": int(status.get("readyReplicas") or 0),
                     "updated_replicas": int(status.get("updatedReplicas") or 0),
-                    "available": _is_available(lws),
+                    "available": available,
+                    "phase": PHASE_READY if available else phases.get(name, ""),
                     "conditions": _conditions_text(lws),
                 }
             )
@@ -298,39 +467,50 @@ class EksBackend:
             "ready_replicas",
             "updated_replicas",
             "available",
+            "phase",
             "conditions",
         ]
         return pd.DataFrame(rows, columns=columns)
 
+    def _phases(self, names: list[str]) -> dict[str, str]:
+        pods = self._list("v1", "Pod", self.namespace, LWS_LABEL + "name")
+        by_lws: dict[str, list[str]] = {n: [] for n in names}
+        for pod in pods:
+            name = (pod["metadata"].get("labels") or {}).get(LWS_LABEL + "name", "")
+            if name in by_lws:
+                by_lws[name].append(pod_phase(pod))
+        return {name: _least_advanced(found) for name, found in by_lws.items()}
+
     def wait_ready(self, timeout_s: float = 900.0) -> pd.DataFrame:
-        """Wait until every lab LWS is ``Available``, with a progress bar of ready groups.
+        """Wait until every lab LWS is ``Available``; the progress bar names the phase.
+
+        The phase is the least advanced pod's: waiting for a GPU node, pulling the image,
+        loading the model, or the error a pod is stuck on (image pull, missing Secret...).
 
         Raises:
-            WaitTimeout: names the first LWS not Available, its conditions and recent events.
+            WaitTimeout: names the first LWS not Available, its phase, its conditions and
+                recent events.
         """
         deadline = time.monotonic() + timeout_s
         with progress_bar(total=0, desc="LWS groups ready", unit="group", leave=False) as bar:
             while True:
-                items = self._lws()
-                if not items:
+                frame = self.status()
+                if frame.empty:
                     raise ClusterError(
                         f"no LeaderWorkerSet labelled {LAB_SELECTOR} in namespace "
                         f"{self.namespace}; apply the rendered manifests first"
                     )
-                show_progress(
-                    bar,
-                    sum(int((o.get("status") or {}).get("readyReplicas") or 0) for o in items),
-                    sum(int(o.get("spec", {}).get("replicas", 1)) for o in items),
-                )
-                pending = [o for o in items if not _is_available(o)]
-                if not pending:
-                    return self.status()
+                show_progress(bar, int(frame["ready_replicas"].sum()), int(frame["replicas"].sum()))
+                pending = frame[~frame["available"].astype(bool)]
+                if pending.empty:
+                    return frame
+                first = pending.iloc[0]
+                bar.set_description(f"LWS groups ready ({first['lws']}: {first['phase']})")
                 if time.monotonic() >= deadline:
-                    lws = pending[0]
-                    name = lws["metadata"]["name"]
+                    name = str(first["lws"])
                     raise WaitTimeout(
                         f"LeaderWorkerSet {self.namespace}/{name} not Available after "
-                        f"{timeout_s:g} s: {_conditions_text(lws)}; last events: "
+                        f"{timeout_s:g} s, {first['phase']}: {first['conditions']}; last events: "
                         f"{self._last_events(name)}; check GPU nodes (labctl preflight "
                         "--target eks) and pod events"
                     )
@@ -381,7 +561,10 @@ class EksBackend:
         return frame.sort_values(["zone", "lws", "group", "role", "pod"]).reset_index(drop=True)
 
     def _node_zones(self) -> dict[str, str]:
-        # Participants may not be allowed to list nodes; the pod's zone label then suffices.
+        # A participant may not list nodes (nothing cluster-wide); the pods' zone label
+        # (rendered into every LWS template) is enough there.
+        if self.scope == "namespace":
+            return {}
         try:
             nodes = self._list("v1", "Node", None)
         except ClusterError:
@@ -397,6 +580,11 @@ class EksBackend:
         Raises:
             ClusterError: the LWS does not exist (names the ones that do), or 403/422.
         """
+        if self.read_only:
+            raise ClusterError(
+                f"scale LeaderWorkerSet {self.namespace}/{lws}: the shared fleet is the "
+                "instructor's (lab.yaml profile shared-fleet); ask them to scale it"
+            )
         resource = self.conn.resource(LWS_API, "LeaderWorkerSet")
         scale = resource.subresources["scale"]
         try:
@@ -448,13 +636,17 @@ class EksBackend:
         return self.config.served_model_name
 
     def endpoints(self) -> Endpoints:
-        """Gateway, per-zone and per-group URLs.
+        """Gateway, per-zone and per-group URLs, for where this code runs (:attr:`access`).
 
-        The gateway is the Gateway ``vllm-gateway``'s address; zones use their Service's load
-        balancer hostname. Without either (private clusters) they fall back to the API-server
-        service proxy, and every group leader is reached through the API-server pod proxy.
-        ``headers`` carry the kubeconfig's credential only when the gateway URL is itself a
-        proxy URL (else ``$VLLM_API_KEY``, if set); use :meth:`proxy_headers` for group URLs.
+        In a pod (``in-cluster``): the Gateway's address, and cluster DNS names for the zone
+        Services (``vllm-<zone>-api.<ns>.svc.cluster.local``) and the group leaders
+        (``<leader>.<lws>.<ns>.svc.cluster.local``, the LWS headless Service); ``headers``
+        carry ``$VLLM_API_KEY``. On a laptop (``api-server proxy``): the Gateway's and zone
+        NLBs' addresses when they have one (reachable only from inside the VPC), else the
+        API-server service proxy; groups always through the API-server pod proxy. The API
+        server drops the ``Authorization`` header after authenticating, so vLLM's ``/v1``
+        behind ``--api-key`` answers 401 through the proxy: requests need the in-cluster
+        JupyterLab (``/health`` and ``/metrics`` work either way).
         """
         items = self._lws()
         if not items:
@@ -462,6 +654,8 @@ class EksBackend:
                 f"no LeaderWorkerSet labelled {LAB_SELECTOR} in {self.namespace} at "
                 f"{self.conn.host}; apply the rendered manifests first"
             )
+        in_cluster = self.conn.in_cluster
+        in_vpc = in_cluster or self.access == "vpc"
         pods = self.groups()
         group_eps = []
         for lws in items:
@@ -469,12 +663,17 @@ class EksBackend:
             port = self._leader_port(lws)
             leaders = pods[(pods["lws"] == name) & (pods["role"] == "leader")]
             for row in leaders.itertuples():
+                url = (
+                    f"http://{row.pod}.{name}.{self.namespace}.svc.cluster.local:{port}"
+                    if in_cluster
+                    else self._proxy_url("pods", str(row.pod), port)
+                )
                 group_eps.append(
                     GroupEndpoint(
                         zone=str(row.zone) or self._zone_of(lws),
                         lws=name,
                         group=str(row.group),
-                        url=self._proxy_url("pods", str(row.pod), port),
+                        url=url,
                         ready=bool(row.ready),
                     )
                 )
@@ -486,22 +685,29 @@ class EksBackend:
                 continue
             ports = (service.get("spec") or {}).get("ports") or [{"port": 80}]
             port = int(ports[0].get("port", 80))
+            svc_name = service["metadata"]["name"]
             ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress")
-            if ingress:
+            if in_cluster:
+                zone_urls[zone] = f"http://{svc_name}.{self.namespace}.svc.cluster.local:{port}"
+            elif ingress and in_vpc:
                 host = ingress[0].get("hostname") or ingress[0].get("ip")
                 zone_urls[zone] = f"http://{host}:{port}"
             else:
-                zone_urls[zone] = self._proxy_url("services", service["metadata"]["name"], port)
-        gateway_url = self._gateway_url()
+                zone_urls[zone] = self._proxy_url("services", svc_name, port)
+        # The gateway's NLB is internal (the EnvoyProxy `labctl instructor addons` creates).
+        gateway_url = self._gateway_url() if in_vpc else ""
         via_proxy = not gateway_url
         if via_proxy:
             first = next(iter(zone_urls.values()), group_eps[0].url if group_eps else "")
+            why = "has no address yet" if in_vpc else "is an internal NLB, unreachable from here"
             warnings.warn(
-                f"Gateway {self.namespace}/vllm-gateway has no address yet; gateway_url is the "
-                f"first zone's URL ({first}) and bypasses the gateway",
+                f"Gateway {self.namespace}/vllm-gateway {why}; gateway_url is the first zone's "
+                f"URL ({first}) and bypasses the gateway (run in the in-cluster JupyterLab, or "
+                "set LAB_EKS_REACH=vpc inside the VPC)",
                 stacklevel=2,
             )
             gateway_url = first
+            via_proxy = "/proxy" in first
         return Endpoints(
             gateway_url=gateway_url,
             model=self._served_model(items),
@@ -512,14 +718,17 @@ class EksBackend:
 
     def _client_headers(self, via_proxy: bool) -> dict[str, str]:
         # The cluster credential goes only to the API server (proxy URLs), never to a load
-        # balancer; a gateway reached directly gets the vLLM API key, if one is set.
+        # balancer or a pod; anything reached directly gets the vLLM API key, if one is set.
         if via_proxy:
             return self.proxy_headers()
-        api_key = os.environ.get("VLLM_API_KEY")
+        api_key = _api_key()
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def proxy_headers(self) -> dict[str, str]:
-        """Headers for the API-server proxy URLs (group URLs): the kubeconfig's credential."""
+        """Headers for the group URLs: the kubeconfig's credential for API-server proxy URLs,
+        the vLLM API key for cluster DNS names (in-cluster)."""
+        if self.conn.in_cluster:
+            return self._client_headers(via_proxy=False)
         return self.conn.auth_headers()
 
     def _gateway_url(self) -> str:
@@ -692,12 +901,29 @@ class EksBackend:
             namespaces: lab namespaces to reset (default: the backend's namespace).
             timeout_s: how long to wait for deletions to finish.
         """
+        if self.read_only:
+            warnings.warn(
+                f"reset: the shared fleet in {self.namespace} is the instructor's; nothing of "
+                "yours to delete there",
+                stacklevel=2,
+            )
+            return pd.DataFrame(columns=["namespace", "kind", "name", "action"])
         chosen = list(namespaces) if namespaces is not None else [self.namespace]
+        if self.scope == "namespace" and set(chosen) - {self.namespace}:
+            raise ClusterError(
+                f"reset of {sorted(set(chosen) - {self.namespace})}: this credential is pinned "
+                f"to namespace {self.namespace}; an instructor context resets other namespaces"
+            )
+        kinds = [
+            (api_version, kind)
+            for api_version, kind in RESET_KINDS
+            if self.scope == "cluster" or kind not in INSTRUCTOR_KINDS
+        ]
         plan: list[tuple[Any, dict[str, Any]]] = []
         for namespace in chosen:
             if not self._is_lab_namespace(namespace):
                 continue
-            for api_version, kind in RESET_KINDS:
+            for api_version, kind in kinds:
                 try:
                     resource = self.conn.resource(api_version, kind)
                 except ClusterError:
@@ -736,6 +962,8 @@ class EksBackend:
         return frame
 
     def _is_lab_namespace(self, namespace: str) -> bool:
+        if self.scope == "namespace" and namespace == self.namespace:
+            return True  # the participant's own namespace (no cluster-wide read to check it)
         ns = self._get_cluster("v1", "Namespace", namespace)
         if ns is None:
             return False  # nothing there: resetting it is a no-op

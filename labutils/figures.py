@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 from numpy.typing import ArrayLike
 
 from labutils.errors import (
@@ -525,6 +525,8 @@ def plot_autoscaling(
         axes[1].plot(rolling.index, rolling["p99"] * 1e3, "--", color="tab:red",
                      label=f"p99 over {window_s:g} s")  # fmt: skip
     axes[1].set_yscale("log")
+    axes[1].yaxis.set_major_formatter(ScalarFormatter())
+    axes[1].yaxis.set_minor_formatter(NullFormatter())
     axes[1].set_ylabel("client TTFT\n(ms, log scale)")
     axes[1].legend(fontsize="x-small")
     t = log["time_s"].to_numpy(float) - start

@@ -85,3 +85,26 @@ def test_eks_reset_scope_deletes_labelled_kinds_only(tmp_path: Path) -> None:
     assert scope[("ScaledObject", "vllm-us-west-2a")] == "—"
     # the adapter rules live in the monitoring namespace, which a lab reset never touches
     assert scope[("ConfigMap", "vllm-lab-adapter-rules")] == "keep"
+
+
+def test_selector_check_compares_with_the_reset_plan(tmp_path: Path) -> None:
+    render(LabConfig(zones=("us-west-2a",)), tmp_path)
+    scope = cleanup.eks_reset_scope(tmp_path)
+    objects = scope[["kind", "name", "namespace"]].assign(
+        deleted_by_reset=scope["reset"] == "delete"
+    )
+    kept = cleanup.check_selector_matches_scope(objects, scope)
+    assert ("LeaderWorkerSet", "vllm-us-west-2a") in set(
+        zip(kept["kind"], kept["name"], strict=True)
+    )
+    # a selector that forgets the lab-namespace rule also picks the adapter's ConfigMap
+    careless = objects.assign(
+        deleted_by_reset=objects["deleted_by_reset"] | objects["kind"].eq("ConfigMap")
+    )
+    with pytest.raises(ValidationError, match="ConfigMap/vllm-lab-adapter-rules selected here"):
+        cleanup.check_selector_matches_scope(careless, scope)
+    missing = objects.assign(
+        deleted_by_reset=objects["deleted_by_reset"] & objects["kind"].ne("Secret")
+    )
+    with pytest.raises(ValidationError, match="not selected here"):
+        cleanup.check_selector_matches_scope(missing, scope)

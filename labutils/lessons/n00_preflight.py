@@ -54,7 +54,8 @@ def check_gpus_match_plan(gpus: pd.DataFrame, plan: pd.DataFrame) -> pd.DataFram
     if not need <= set(gpus.columns):
         raise ValidationError(f"GPU table lacks {sorted(need - set(gpus.columns))}; compute them")
     problems = []
-    for zone, row in gpus.iterrows():
+    for zone_key, row in gpus.iterrows():
+        zone = str(zone_key)
         in_zone = plan[plan["zone"].eq(zone)]
         lws = int(in_zone.loc[in_zone["kind"].eq("LeaderWorkerSet"), "gpus"].sum())
         pool = int(in_zone.loc[in_zone["kind"].eq("NodePool"), "gpus"].sum())

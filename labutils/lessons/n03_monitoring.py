@@ -262,24 +262,27 @@ def check_percentiles_match(table: pd.DataFrame, summary: LoadSummary, *, rel: f
     Raises:
         ValidationError: names the zone, the column and both numbers.
     """
-    library = latency_table(summary, scope="zone").set_index("zone")
+    frame = latency_table(summary, scope="zone").set_index("zone")
+    library = {str(k): v for k, v in frame.to_dict("index").items()}
     problems = []
     checked = 0
-    for zone, row in table.iterrows():
-        if zone not in library.index:
+    for zone_key, row in table.iterrows():
+        zone = str(zone_key)
+        ref_row = library.get(zone)
+        if ref_row is None:
             problems.append(f"zone {zone!r} is not in the library's summary")
             continue
-        if int(row["n_requests"]) != int(library.loc[zone, "completed"]):
+        if int(row["n_requests"]) != int(ref_row["completed"]):
             problems.append(
                 f"{zone}: {int(row['n_requests'])} requests counted, the summary completed "
-                f"{int(library.loc[zone, 'completed'])}"
+                f"{int(ref_row['completed'])}"
             )
         for column in [c for c in table.columns if c.endswith("_ms") and "_p" in c]:
             metric, _, rest = column.partition("_p")
             theirs = f"p{rest.removesuffix('_ms')}_{'e2el' if metric == 'e2e' else metric}_ms"
-            if theirs not in library:
+            if theirs not in ref_row:
                 continue
-            mine, ref = float(row[column]), float(library.loc[zone, theirs])
+            mine, ref = float(row[column]), float(ref_row[theirs])
             checked += 1
             if not math.isclose(mine, ref, rel_tol=rel, abs_tol=1e-9):
                 problems.append(f"{zone} {column}: {mine:.3f} here, {ref:.3f} in labutils")

@@ -55,6 +55,15 @@ def _need(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         raise LabError(f"{what}: frame lacks column(s) {', '.join(missing)}; has {list(frame)}")
 
 
+_METRIC_WORDS = {
+    "ttft": "Time to first token",
+    "tpot": "Time per output token",
+    "itl": "Inter-token latency",
+    "e2el": "End-to-end latency",
+    "send_lag": "Send lag (client behind its schedule)",
+}
+
+
 def latency_percentiles(
     summary: pd.DataFrame,
     *,
@@ -79,8 +88,9 @@ def latency_percentiles(
     for i, (p, column) in enumerate(zip(percentiles, columns, strict=True)):
         ax.bar(x + i * width, rows[column].to_numpy(float), width, label=f"p{p}")
     ax.set_xticks(x + width * (len(columns) - 1) / 2, rows["key"].astype(str).tolist())
-    ax.set_ylabel(f"{metric.upper()} (ms)")
-    ax.set_title(f"{metric.upper()} percentiles per {scope}")
+    ax.set_ylabel(f"{metric.upper().replace('E2EL', 'E2E').replace('SEND_LAG', 'send lag')} (ms)")
+    where = "over all requests" if scope == "all" else f"per {scope}"
+    ax.set_title(f"{_METRIC_WORDS.get(metric, metric)} percentiles {where}")
     ax.legend(ncols=len(columns), fontsize="small")
     fig.tight_layout()
     return fig

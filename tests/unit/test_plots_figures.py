@@ -44,6 +44,7 @@ def test_latency_percentiles_bars_per_zone_and_percentile() -> None:
     assert len(ax.patches) == 2 * 4
     assert heights[0] == 130 and heights[-1] == 249
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert ax.get_title() == "Time to first token percentiles per zone"
     with pytest.raises(LabError, match="p50_e2el_ms"):
         latency_percentiles(_summary(), metric="e2el")
 

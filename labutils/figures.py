@@ -21,6 +21,7 @@ from labutils.errors import (
     ConfigError,
     LabError,
 )
+from labutils.metrics.parse import histograms
 from labutils.monitored_load import MonitoredRun
 from labutils.targets.rollout import Rollout
 
@@ -468,8 +469,9 @@ def _round_times(times_s: np.ndarray, gap_s: float = 0.25) -> np.ndarray:
 def plot_server_timeline(run: MonitoredRun, *, title: str = "") -> Figure:
     """Four panels on one clock: waiting, running, KV-cache usage per zone, and TTFT.
 
-    The TTFT panel puts the servers' per-interval p50/p95 (from histogram deltas, all zones)
-    beside every request's client-measured TTFT at its send time.
+    The TTFT panel puts the servers' per-interval p50/p95 (from histogram deltas, all zones;
+    each a linear interpolation inside one bucket, so only as exact as the bucket bounds, which
+    are drawn as dotted lines) beside every request's client-measured TTFT at its send time.
     """
     series = run.series
     ok = series[series["error"].eq("")].copy()
@@ -493,7 +495,17 @@ def plot_server_timeline(run: MonitoredRun, *, title: str = "") -> Figure:
     for column, style in (("ttft_p50_s", "-"), ("ttft_p95_s", "--")):
         values = by_time[column].mean().to_numpy(float) * 1e3
         axes[3].plot(t, values, style, color="tab:red",
-                     label=f"server {column.removesuffix('_s')} (per scrape interval)")  # fmt: skip
+                     label=f"server {column.removesuffix('_s').removeprefix('ttft_')} per scrape "
+                           "interval (interpolated inside one histogram bucket)")  # fmt: skip
+    # The bucket bounds the server quantiles are interpolated between (from the last scrape).
+    text = next((sc.text for sc in reversed(run.scrapes) if not sc.error), "")
+    ttft_hist = histograms(text).get("vllm:time_to_first_token_seconds") if text else None
+    if ttft_hist is not None:
+        top_ms = axes[3].get_ylim()[1]
+        bounds_ms = [b * 1e3 for b in ttft_hist.bounds if math.isfinite(b) and b * 1e3 <= top_ms]
+        for i, bound_ms in enumerate(bounds_ms):
+            axes[3].axhline(bound_ms, color="tab:red", linestyle=":", linewidth=0.7, alpha=0.6,
+                            label="histogram bucket bounds" if i == 0 else None)  # fmt: skip
     axes[0].set_ylabel("waiting\n(requests)")
     axes[1].set_ylabel("running\n(requests)")
     axes[2].set_ylabel("KV-cache\nusage (%)")

@@ -39,6 +39,8 @@ def test_monitored_load_through_the_gateway(tmp_path: Path) -> None:
     assert not run.replicas.empty and set(run.replicas["replicas"]) == {1}
     fig = figures.plot_server_timeline(run, title="t")
     assert len(fig.axes) == 4
+    # server quantiles are interpolations inside a bucket: the bounds are drawn beside them
+    assert "histogram bucket bounds" in [line.get_label() for line in fig.axes[3].lines]
     # the per-zone percentiles notebook 03 computes with pandas equal the library's summary
     frame = run.to_frame()
     ok = frame[frame["outcome"] == "ok"]

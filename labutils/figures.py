@@ -14,16 +14,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 from numpy.typing import ArrayLike
 
 from labutils.errors import (
     ConfigError,
     LabError,
 )
-from labutils.loadtest import (
-    LoadSummary,
-)
+from labutils.metrics.parse import histograms
 from labutils.monitored_load import MonitoredRun
 from labutils.targets.rollout import Rollout
 
@@ -36,7 +34,8 @@ __all__ = [
     "plot_autoscaling",
     "plot_cost_bars",
     "plot_cost_vs_throughput",
-    "plot_percentiles",
+    "plot_latency_over_time",
+    "plot_offered_vs_achieved",
     "plot_plan",
     "plot_reset",
     "plot_rollout",
@@ -45,6 +44,8 @@ __all__ = [
     "plot_strategies",
     "plot_timeline",
     "plot_what_if",
+    "plot_zone_share",
+    "rolling_quantiles",
     "timeline",
 ]
 
@@ -53,6 +54,15 @@ def _need(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in frame]
     if missing:
         raise LabError(f"{what}: frame lacks column(s) {', '.join(missing)}; has {list(frame)}")
+
+
+_METRIC_WORDS = {
+    "ttft": "Time to first token",
+    "tpot": "Time per output token",
+    "itl": "Inter-token latency",
+    "e2el": "End-to-end latency",
+    "send_lag": "Send lag (client behind its schedule)",
+}
 
 
 def latency_percentiles(
@@ -79,8 +89,9 @@ def latency_percentiles(
     for i, (p, column) in enumerate(zip(percentiles, columns, strict=True)):
         ax.bar(x + i * width, rows[column].to_numpy(float), width, label=f"p{p}")
     ax.set_xticks(x + width * (len(columns) - 1) / 2, rows["key"].astype(str).tolist())
-    ax.set_ylabel(f"{metric.upper()} (ms)")
-    ax.set_title(f"{metric.upper()} percentiles per {scope}")
+    ax.set_ylabel(f"{metric.upper().replace('E2EL', 'E2E').replace('SEND_LAG', 'send lag')} (ms)")
+    where = "over all requests" if scope == "all" else f"per {scope}"
+    ax.set_title(f"{_METRIC_WORDS.get(metric, metric)} percentiles {where}")
     ax.legend(ncols=len(columns), fontsize="small")
     fig.tight_layout()
     return fig
@@ -440,28 +451,6 @@ def plot_timeline(
     return fig
 
 
-# --- plot --------------------------------------------------------------------------------
-def plot_percentiles(summary: LoadSummary, *, scope: str = "zone", note: str = "") -> Figure:
-    """TTFT, TPOT, ITL and E2E percentile bars (ms) per zone, one panel each."""
-    frame = summary.to_frame()
-    rows = frame[frame["scope"].eq(scope)]
-    percentiles = (50, 90, 99)
-    fig = Figure(figsize=(10, 6))
-    axes = fig.subplots(2, 2).ravel()
-    width = 0.8 / len(percentiles)
-    x = np.arange(len(rows))
-    for ax, metric in zip(axes, ("ttft", "tpot", "itl", "e2el"), strict=True):
-        for i, p in enumerate(percentiles):
-            ax.bar(x + i * width, rows[f"p{p}_{metric}_ms"].to_numpy(float), width, label=f"p{p}")
-        ax.set_xticks(x + width, rows["key"].astype(str).tolist(), fontsize="small")
-        ax.set_ylabel(f"{metric.upper().replace('E2EL', 'E2E')} (ms)")
-    axes[0].legend(fontsize="small", ncols=3)
-    fig.suptitle(f"Latency percentiles per {scope}" + (f" — {note}" if note else ""),
-                 fontsize="medium")  # fmt: skip
-    fig.tight_layout()
-    return fig
-
-
 def _round_times(times_s: np.ndarray, gap_s: float = 0.25) -> np.ndarray:
     """Each time replaced by the first time of its round (a new round after a gap > gap_s)."""
     order = np.argsort(times_s)
@@ -480,8 +469,9 @@ def _round_times(times_s: np.ndarray, gap_s: float = 0.25) -> np.ndarray:
 def plot_server_timeline(run: MonitoredRun, *, title: str = "") -> Figure:
     """Four panels on one clock: waiting, running, KV-cache usage per zone, and TTFT.
 
-    The TTFT panel puts the servers' per-interval p50/p95 (from histogram deltas, all zones)
-    beside every request's client-measured TTFT at its send time.
+    The TTFT panel puts the servers' per-interval p50/p95 (from histogram deltas, all zones;
+    each a linear interpolation inside one bucket, so only as exact as the bucket bounds, which
+    are drawn as dotted lines) beside every request's client-measured TTFT at its send time.
     """
     series = run.series
     ok = series[series["error"].eq("")].copy()
@@ -505,7 +495,17 @@ def plot_server_timeline(run: MonitoredRun, *, title: str = "") -> Figure:
     for column, style in (("ttft_p50_s", "-"), ("ttft_p95_s", "--")):
         values = by_time[column].mean().to_numpy(float) * 1e3
         axes[3].plot(t, values, style, color="tab:red",
-                     label=f"server {column.removesuffix('_s')} (per scrape interval)")  # fmt: skip
+                     label=f"server {column.removesuffix('_s').removeprefix('ttft_')} per scrape "
+                           "interval (interpolated inside one histogram bucket)")  # fmt: skip
+    # The bucket bounds the server quantiles are interpolated between (from the last scrape).
+    text = next((sc.text for sc in reversed(run.scrapes) if not sc.error), "")
+    ttft_hist = histograms(text).get("vllm:time_to_first_token_seconds") if text else None
+    if ttft_hist is not None:
+        top_ms = axes[3].get_ylim()[1]
+        bounds_ms = [b * 1e3 for b in ttft_hist.bounds if math.isfinite(b) and b * 1e3 <= top_ms]
+        for i, bound_ms in enumerate(bounds_ms):
+            axes[3].axhline(bound_ms, color="tab:red", linestyle=":", linewidth=0.7, alpha=0.6,
+                            label="histogram bucket bounds" if i == 0 else None)  # fmt: skip
     axes[0].set_ylabel("waiting\n(requests)")
     axes[1].set_ylabel("running\n(requests)")
     axes[2].set_ylabel("KV-cache\nusage (%)")
@@ -519,37 +519,59 @@ def plot_server_timeline(run: MonitoredRun, *, title: str = "") -> Figure:
 
 
 # --- plots ---------------------------------------------------------------------------------
-def plot_autoscaling(run: MonitoredRun, log: pd.DataFrame, *, note: str = "") -> Figure:
-    """One timeline: offered load, queue per group vs the target, and replicas (HPA, ready)."""
+def plot_autoscaling(
+    run: MonitoredRun, log: pd.DataFrame, *, note: str = "", window_s: float = 3.0
+) -> Figure:
+    """One timeline: offered load, client TTFT, queue per group vs the target, and replicas.
+
+    The TTFT panel shows every request at its send time and the p50/p99 over rolling
+    ``window_s`` windows, so the latency can be read beside the replica count below it.
+    """
     start = run.started_at
-    fig = Figure(figsize=(9, 7.5))
-    axes = fig.subplots(3, 1, sharex=True)
+    fig = Figure(figsize=(9, 9.5))
+    axes = fig.subplots(4, 1, sharex=True)
     requests = run.to_frame()
     sent = requests["sent_s"].dropna().to_numpy(float)
     if sent.size:
         edges = np.arange(0.0, math.ceil(sent.max()) + 1.0)
         axes[0].hist(sent, bins=edges, color="tab:grey")
     axes[0].set_ylabel("requests sent\nper second")
-    t = log["time_s"].to_numpy(float) - start
-    axes[1].plot(t, log["usage"], "o-", ms=3, label="HPA input: average waiting per ready group")
-    axes[1].plot(t, log["target"], "--", color="tab:red", label="target (AverageValue)")
-    axes[1].set_ylabel("waiting requests\nper group")
+    good = requests[requests["outcome"].eq("ok")]
+    axes[1].scatter(good["sent_s"], good["ttft_s"] * 1e3, s=5, alpha=0.3, color="grey",
+                    label="each request (at send)")  # fmt: skip
+    rolling = rolling_quantiles(requests, "ttft_s", window_s=window_s, step_s=1.0)
+    rolling = rolling[rolling["n"] >= 5].groupby("end_s")[["p50", "p99"]].median()
+    if not rolling.empty:
+        axes[1].plot(rolling.index, rolling["p50"] * 1e3, "-", color="tab:blue",
+                     label=f"p50 over {window_s:g} s")  # fmt: skip
+        axes[1].plot(rolling.index, rolling["p99"] * 1e3, "--", color="tab:red",
+                     label=f"p99 over {window_s:g} s")  # fmt: skip
+    axes[1].set_yscale("log")
+    axes[1].yaxis.set_major_formatter(ScalarFormatter())
+    axes[1].yaxis.set_minor_formatter(NullFormatter())
+    axes[1].set_ylabel("client TTFT\n(ms, log scale)")
     axes[1].legend(fontsize="x-small")
-    axes[2].step(t, log["desired_replicas"], where="post", label="HPA desired replicas")
+    t = log["time_s"].to_numpy(float) - start
+    axes[2].plot(t, log["usage"], "o-", ms=3, label="HPA input: average waiting per ready group")
+    axes[2].plot(t, log["target"], "--", color="tab:red", label="target (AverageValue)")
+    axes[2].set_ylabel("waiting requests\nper group")
+    axes[2].legend(fontsize="x-small")
+    axes[3].step(t, log["desired_replicas"], where="post", label="HPA desired replicas")
     ready = run.replicas.groupby("time_s")["ready_replicas"].sum()
-    axes[2].step(ready.index.to_numpy(float) - start, ready.to_numpy(float), where="post",
+    axes[3].step(ready.index.to_numpy(float) - start, ready.to_numpy(float), where="post",
                  linestyle=":", label="ready groups (LWS status)")  # fmt: skip
     ups = log[log["desired_replicas"] > log["current_replicas"]]
     downs = log[log["desired_replicas"] < log["current_replicas"]]
-    axes[2].scatter(ups["time_s"] - start, ups["desired_replicas"], marker="^", color="tab:green",
+    axes[3].scatter(ups["time_s"] - start, ups["desired_replicas"], marker="^", color="tab:green",
                     zorder=3, label="scale up")  # fmt: skip
-    axes[2].scatter(downs["time_s"] - start, downs["desired_replicas"], marker="v",
+    axes[3].scatter(downs["time_s"] - start, downs["desired_replicas"], marker="v",
                     color="tab:red", zorder=3, label="scale down")  # fmt: skip
-    axes[2].set_ylabel("replicas (groups)")
-    axes[2].yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[2].set_xlabel("time since the load step started (s)")
-    axes[2].legend(fontsize="x-small")
-    fig.suptitle("Load step and the HPA" + (f" — {note}" if note else ""), fontsize="medium")
+    axes[3].set_ylabel("replicas (groups)")
+    axes[3].yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[3].set_xlabel("time since the load step started (s)")
+    axes[3].legend(fontsize="x-small")
+    fig.suptitle("A load step, the latency users saw, and the HPA's answer"
+                 + (f"\n{note}" if note else ""), fontsize="medium")  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -670,4 +692,182 @@ def plot_reset(verified: pd.DataFrame) -> Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     plt.close(fig)  # returned, not left open: Jupyter shows it once, as the cell's result
+    return fig
+
+
+# --- latency over time, throughput sweep, zone share ------------------------------------------
+def rolling_quantiles(
+    requests: pd.DataFrame,
+    column: str,
+    *,
+    window_s: float,
+    step_s: float,
+    quantiles: Sequence[float] = (0.5, 0.99),
+    by: str = "zone",
+) -> pd.DataFrame:
+    """Quantiles of ``column`` over rolling windows of send time, per ``by`` value.
+
+    A window ending at ``t`` holds the successful requests sent in ``(t - window_s, t]``.
+
+    Returns:
+        Long frame: ``by``, ``end_s``, ``n`` (requests in the window) and one ``pQ`` column per
+        quantile (in the column's unit).
+    """
+    _need(requests, ["sent_s", "outcome", column, by], "rolling_quantiles")
+    ok = requests[requests["outcome"].eq("ok")].dropna(subset=[column])
+    rows = []
+    if ok.empty:
+        return pd.DataFrame(columns=[by, "end_s", "n", *[f"p{round(q * 100)}" for q in quantiles]])
+    ends = np.arange(window_s, float(ok["sent_s"].max()) + step_s, step_s)
+    for key, part in ok.groupby(by, sort=True):
+        sent = part["sent_s"].to_numpy(float)
+        values = part[column].to_numpy(float)
+        for end in ends:
+            inside = values[(sent > end - window_s) & (sent <= end)]
+            row: dict[str, object] = {by: key, "end_s": float(end), "n": int(inside.size)}
+            for q in quantiles:
+                row[f"p{round(q * 100)}"] = (
+                    float(np.quantile(inside, q)) if inside.size else math.nan
+                )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_latency_over_time(
+    requests: pd.DataFrame,
+    *,
+    window_s: float = 3.0,
+    step_s: float = 1.0,
+    min_requests: int = 5,
+    title: str = "",
+) -> Figure:
+    """TTFT and TPOT p50 (solid) and p99 (dashed) per zone over rolling windows of send time.
+
+    Args:
+        requests: one row per request (``LoadTestResult.to_frame()``: ``sent_s``, ``zone``,
+            ``outcome``, ``ttft_s``, ``tpot_s``).
+        window_s: the window's length (s); ``step_s``: how far it moves each point.
+        min_requests: windows with fewer requests are not drawn (a p99 of 5 values is their
+            maximum; the subtitle gives the median count per window).
+        title: the figure title.
+    """
+    _need(requests, ["sent_s", "zone", "outcome", "ttft_s", "tpot_s"], "plot_latency_over_time")
+    fig = Figure(figsize=(9, 5.5))
+    axes = fig.subplots(2, 1, sharex=True)
+    counts = []
+    for ax, column, name in ((axes[0], "ttft_s", "TTFT"), (axes[1], "tpot_s", "TPOT")):
+        frame = rolling_quantiles(requests, column, window_s=window_s, step_s=step_s)
+        frame = frame[frame["n"] >= min_requests]
+        counts += frame["n"].tolist()
+        for i, (zone, part) in enumerate(frame.groupby("zone", sort=True)):
+            color = f"C{i}"
+            ax.plot(part["end_s"], part["p50"] * 1e3, "-", color=color, label=f"{zone} p50")
+            ax.plot(part["end_s"], part["p99"] * 1e3, "--", color=color, label=f"{zone} p99")
+        ax.set_ylabel(f"{name} (ms)")
+    if axes[0].lines:
+        axes[0].legend(fontsize="x-small", ncols=3)
+    axes[1].set_xlabel(f"time since the load started (s): end of a {window_s:g} s window")
+    typical = int(np.median(counts)) if counts else 0
+    fig.suptitle(
+        (title or "Time to first token and time per output token per zone over time")
+        + f"\n(rolling {window_s:g} s windows by send time, median {typical} requests per window;"
+        f" windows with fewer than {min_requests} not drawn)",
+        fontsize="medium",
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_offered_vs_achieved(
+    sweep: pd.DataFrame, *, knee: int | None = None, title: str = ""
+) -> Figure:
+    """A rate sweep: achieved against offered output throughput, and TTFT against the rate.
+
+    Args:
+        sweep: one row per step with ``offered_rps``, ``offered_output_tokens_per_s``,
+            ``achieved_output_tokens_per_s``, ``ttft_p50_ms``, ``ttft_p99_ms``, ``n_requests``.
+        knee: row position of the knee (marked with a star in both panels), if declared.
+        title: the figure title.
+    """
+    columns = ["offered_rps", "offered_output_tokens_per_s", "achieved_output_tokens_per_s",
+               "ttft_p50_ms", "ttft_p99_ms", "n_requests"]  # fmt: skip
+    _need(sweep, columns, "plot_offered_vs_achieved")
+    fig = Figure(figsize=(10, 4))
+    left, right = fig.subplots(1, 2)
+    offered = sweep["offered_output_tokens_per_s"].to_numpy(float)
+    achieved = sweep["achieved_output_tokens_per_s"].to_numpy(float)
+    top = float(max(offered.max(), achieved.max())) * 1.05 if len(sweep) else 1.0
+    left.plot([0, top], [0, top], ":", color="grey", label="achieved = offered")
+    left.plot(offered, achieved, "o-", color="tab:blue", label="measured")
+    left.set_xlabel("offered output throughput (tokens/s)")
+    left.set_ylabel("achieved output throughput (tokens/s)")
+    rate = sweep["offered_rps"].to_numpy(float)
+    right.plot(rate, sweep["ttft_p50_ms"], "o-", label="TTFT p50")
+    right.plot(rate, sweep["ttft_p99_ms"], "s--", label="TTFT p99")
+    for x, y, n in zip(rate, sweep["ttft_p99_ms"], sweep["n_requests"], strict=True):
+        right.annotate(f"n={int(n)}", (x, y), textcoords="offset points", xytext=(4, 4),
+                       fontsize="x-small")  # fmt: skip
+    right.set_ylim(bottom=0)
+    right.set_xlabel("offered request rate (requests/s)")
+    right.set_ylabel("time to first token (ms)")
+    if knee is not None and 0 <= knee < len(sweep):
+        left.scatter([offered[knee]], [achieved[knee]], marker="*", s=220, color="tab:orange",
+                     zorder=4, label="knee")  # fmt: skip
+        right.axvline(rate[knee], color="tab:orange", linestyle="--", label="knee")
+    left.legend(fontsize="small")
+    right.legend(fontsize="small")
+    fig.suptitle(title or "Rate sweep: throughput stops following the offered load at the knee",
+                 fontsize="medium")  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
+def plot_zone_share(
+    requests: pd.DataFrame,
+    marks: Mapping[str, float] | None = None,
+    *,
+    bin_s: float = 0.5,
+    title: str = "",
+) -> Figure:
+    """Share of the requests sent in each time bin that each zone served (failed ones apart).
+
+    Args:
+        requests: one row per request with ``sent_s``, ``zone``, ``outcome``
+            (e.g. :meth:`DrillResult.to_frame`).
+        marks: instants drawn as vertical lines (e.g. fault, detected, restore, recovered).
+        bin_s: width of a time bin (s).
+        title: the figure title.
+    """
+    _need(requests, ["sent_s", "zone", "outcome"], "plot_zone_share")
+    fig = Figure(figsize=(9, 3.8))
+    ax = fig.add_subplot()
+    sent = requests["sent_s"].to_numpy(float)
+    end = float(np.nanmax(sent)) if len(sent) else 1.0
+    edges = np.arange(0.0, end + bin_s, bin_s)
+    total, _ = np.histogram(sent, bins=edges)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(total > 0, 100.0 / total, np.nan)
+    ok = requests["outcome"].eq("ok").to_numpy()
+    zones = sorted(str(z) for z in requests.loc[ok, "zone"].unique())
+    bottom = np.zeros(len(edges) - 1)
+    for i, zone in enumerate(zones):
+        counts, _ = np.histogram(sent[ok & requests["zone"].eq(zone).to_numpy()], bins=edges)
+        share = np.nan_to_num(counts * scale)
+        ax.bar(edges[:-1], share, width=bin_s, bottom=bottom, align="edge", color=f"C{i}",
+               label=f"served by {zone}")  # fmt: skip
+        bottom += share
+    failed, _ = np.histogram(sent[~ok], bins=edges)
+    ax.bar(edges[:-1], np.nan_to_num(failed * scale), width=bin_s, bottom=bottom, align="edge",
+           color="lightgrey", hatch="//", edgecolor="tab:red", label="failed")  # fmt: skip
+    styles = {"fault": "red", "detected": "black", "restore": "blue", "recovered": "green"}
+    for name, at in (marks or {}).items():
+        ax.axvline(at, color=styles.get(name, "grey"), linestyle="--", linewidth=1.2)
+        ax.annotate(f"{name} {at:.1f}s", (at, 1.0), xycoords=("data", "axes fraction"),
+                    rotation=90, va="top", ha="right", fontsize="small")  # fmt: skip
+    ax.set_ylim(0, 100)
+    ax.set_xlabel(f"time since the load started (s), requests by send time in {bin_s:g} s bins")
+    ax.set_ylabel("share of the requests sent (%)")
+    ax.set_title(title or "Which zone served the traffic, bin by bin")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
     return fig

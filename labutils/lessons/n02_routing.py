@@ -320,7 +320,7 @@ def _static_share(backend: Backend, leaders: pd.DataFrame, group: str) -> float:
 
 def check_strategies(
     comparison: StrategyComparison, *, baseline: str = "weighted", better: float = 0.9
-) -> pd.DataFrame:
+) -> pd.DataFrame | str:
     """Raise unless every load-aware strategy beats the static split on the slow group.
 
     Holds when each other strategy sent a smaller share of requests to the slow group than
@@ -328,9 +328,18 @@ def check_strategies(
     a random draw of a few dozen requests, so it is shown, not compared against) and its TTFT
     p99 is below ``better`` x the baseline's; no request may fail (a slow group is not a
     failure).
+
+    Returns:
+        The comparison frame, or ``"not checkable ..."`` when only one strategy ran (on EKS the
+        gateway's own balancing is the only one: there is nothing to compare).
     """
     frame = comparison.to_frame()
     rows = {str(r["strategy"]): r for r in frame.to_dict("records")}
+    if baseline not in rows or len(rows) < 2:
+        return (
+            f"not checkable: only {', '.join(rows) or 'no strategy'} ran (the twin's gateway "
+            "strategies are compared on the local target only)"
+        )
     problems = [f"{s}: {r['errors']} errors" for s, r in rows.items() if r["errors"]]
     if baseline in rows:
         base = float(rows[baseline]["ttft_p99_ms"])

@@ -20,7 +20,6 @@ import pandas as pd
 
 from labutils.config import default_state_dir
 from labutils.errors import MetricsError, ValidationError
-from labutils.figures import knee_index
 from labutils.loadtest import OUTCOMES, LoadSummary, LoadTestResult
 from labutils.manifests.variants import render_variant
 from labutils.metrics.parse import Histogram, families, histograms
@@ -32,7 +31,10 @@ __all__ = [
     "SERVER_HISTOGRAMS",
     "check_client_ttft_covers_server",
     "check_every_request_has_outcome",
-    "check_latency_rises_past_knee",
+    "check_percentiles_match",
+    "check_quantiles_agree",
+    "check_senders_agree",
+    "check_sweep_past_knee",
     "client_server_ttft",
     "fixed_size_manifests",
     "latency_table",
@@ -246,40 +248,141 @@ def check_client_ttft_covers_server(table: pd.DataFrame, *, slack_ms: float = 1.
     return f"OK: client TTFT >= server queue+prefill in all {len(table)} rows"
 
 
-def check_latency_rises_past_knee(
-    sweep: pd.DataFrame,
-    *,
-    latency: str = "p99_e2el_ms",
-    throughput: str = "output_throughput",
-    min_rise: float = 1.5,
-) -> str:
-    """Past the knee of the latency–throughput curve latency climbs by at least ``min_rise``x.
+def check_percentiles_match(table: pd.DataFrame, summary: LoadSummary, *, rel: float = 1e-6) -> str:
+    """The per-zone percentiles computed in the notebook equal :func:`summarize`'s.
 
-    The knee is :func:`labutils.figures.knee_index` (the one the plot marks). Compares the highest
-    step's latency with the knee's.
+    Args:
+        table: one row per zone (index) with ``<metric>_p<P>_ms`` columns (metric ``ttft``,
+            ``tpot``, ``itl``, ``e2e``) and ``n_requests``.
+        summary: :meth:`MonitoredRun.summary` of the same run.
 
     Raises:
-        ValidationError: no step after the knee (extend the rates) or latency did not rise.
+        ValidationError: names the zone, the column and both numbers.
     """
-    data = sweep.sort_values(throughput).reset_index(drop=True)
-    knee = knee_index(data[throughput], data[latency])
-    top = int(data[latency].to_numpy(float).argmax())
-    values = data[latency].to_numpy(float)
-    at_knee, highest = float(values[knee]), float(values[top])
-    label = str(data["step"].iloc[knee]) if "step" in data else str(knee)
-    knee_throughput = float(data[throughput].iloc[knee])
-    if top <= knee:
+    frame = latency_table(summary, scope="zone").set_index("zone")
+    library = {str(k): v for k, v in frame.to_dict("index").items()}
+    problems = []
+    checked = 0
+    for zone_key, row in table.iterrows():
+        zone = str(zone_key)
+        ref_row = library.get(zone)
+        if ref_row is None:
+            problems.append(f"zone {zone!r} is not in the library's summary")
+            continue
+        if int(row["n_requests"]) != int(ref_row["completed"]):
+            problems.append(
+                f"{zone}: {int(row['n_requests'])} requests counted, the summary completed "
+                f"{int(ref_row['completed'])}"
+            )
+        for column in [c for c in table.columns if c.endswith("_ms") and "_p" in c]:
+            metric, _, rest = column.partition("_p")
+            theirs = f"p{rest.removesuffix('_ms')}_{'e2el' if metric == 'e2e' else metric}_ms"
+            if theirs not in ref_row:
+                continue
+            mine, ref = float(row[column]), float(ref_row[theirs])
+            checked += 1
+            if not math.isclose(mine, ref, rel_tol=rel, abs_tol=1e-9):
+                problems.append(f"{zone} {column}: {mine:.3f} here, {ref:.3f} in labutils")
+    if problems or not checked:
         raise ValidationError(
-            f"sweep: the highest {latency} is at or before the knee ({label}); add higher rates"
+            "percentiles: " + ("; ".join(problems) or "no percentile column to compare"), problems
         )
-    if not highest >= min_rise * at_knee:
+    return f"OK: {checked} percentiles in {len(table)} zones equal labutils.loadtest.summarize's"
+
+
+def check_senders_agree(
+    mine: pd.DataFrame | None, theirs: LoadTestResult, *, rel: float = 0.3, abs_ms: float = 20.0
+) -> str:
+    """A hand-written sender and :mod:`labutils.loadtest` measured the same schedule alike.
+
+    Holds when both sent every request with HTTP 200 and their TTFT p50 differ by at most
+    ``rel`` of the library's plus ``abs_ms`` (two runs of the same load on a busy 2-core
+    machine; a sender that timed the wrong thing is off by far more).
+
+    Returns:
+        ``"not checkable ..."`` when ``mine`` is None (the hand-written sender did not run).
+
+    Raises:
+        ValidationError: a request failed or the medians differ by more than allowed.
+    """
+    if mine is None:
+        return "not checkable here: the hand-written sender only runs against a 127.0.0.1 gateway"
+    frame = theirs.to_frame()
+    problems = []
+    if len(mine) != len(frame):
+        problems.append(f"{len(mine)} requests by hand, {len(frame)} by labutils")
+    if (mine["status"] != 200).any() or (frame["outcome"] != "ok").any():
+        problems.append("a request failed (every one should succeed at this rate)")
+    p50_mine = float(mine["ttft_s"].median()) * 1e3
+    p50_lib = float(frame["ttft_s"].median()) * 1e3
+    if not abs(p50_mine - p50_lib) <= rel * p50_lib + abs_ms:
+        problems.append(f"TTFT p50 {p50_mine:.0f} ms by hand vs {p50_lib:.0f} ms by labutils")
+    if problems:
+        raise ValidationError("senders disagree: " + "; ".join(problems), problems)
+    return f"OK: TTFT p50 {p50_mine:.0f} ms by hand, {p50_lib:.0f} ms by labutils.loadtest"
+
+
+def check_quantiles_agree(
+    frame: pd.DataFrame, mine: str = "by_hand_ms", theirs: str = "labutils_ms"
+) -> str:
+    """Two columns of quantiles (e.g. computed by hand and by labutils) are equal.
+
+    Raises:
+        ValidationError: naming the first row that differs.
+    """
+    a = frame[mine].to_numpy(float)
+    b = frame[theirs].to_numpy(float)
+    same = np.isclose(a, b, rtol=1e-9, atol=1e-9) | (np.isnan(a) & np.isnan(b))
+    if frame.empty or not same.all():
+        first = frame[~same].head(1).to_dict("records")
+        raise ValidationError(f"quantiles differ: {first or 'no rows to compare'}")
+    return f"OK: all {len(frame)} quantiles equal ({mine} = {theirs})"
+
+
+def check_sweep_past_knee(
+    curve: pd.DataFrame, *, knee_gain: float = 0.5, min_ttft_rise: float = 1.5
+) -> str:
+    """The rate sweep went past the knee, and past it requests queued.
+
+    Recomputes, from the sweep's rows, the marginal throughput gain of every step (achieved
+    output tokens/s gained per offered token/s added). Holds when a step after the first gains
+    less than ``knee_gain`` (throughput stopped rising: the knee is the step before it), the
+    knee is not the first step (the sweep started below capacity), and at the last step TTFT
+    p50 is at least ``min_ttft_rise`` x the first step's (requests waited in a queue).
+
+    Raises:
+        ValidationError: the sweep never flattened (add higher rates) or latency did not rise.
+    """
+    need = {"offered_rps", "offered_output_tokens_per_s", "achieved_output_tokens_per_s",
+            "ttft_p50_ms"}  # fmt: skip
+    if not need <= set(curve.columns) or len(curve) < 2:
+        raise ValidationError(f"sweep: need at least 2 steps with columns {sorted(need)}")
+    offered = curve["offered_output_tokens_per_s"].to_numpy(float)
+    achieved = curve["achieved_output_tokens_per_s"].to_numpy(float)
+    gains = np.diff(achieved) / np.diff(offered)
+    flat = np.flatnonzero(gains < knee_gain)
+    if flat.size == 0:
         raise ValidationError(
-            f"sweep: {latency} rose only {highest / at_knee:.2f}x past the knee ({label}: "
-            f"{at_knee:.0f} -> {highest:.0f}); need >= {min_rise:g}x: add higher rates"
+            f"sweep: achieved throughput still rose at every step (last gain {gains[-1]:.2f}); "
+            "add higher rates to sweep_rates_rps"
         )
+    knee = int(flat[0])  # the step before the first flat one
+    if knee == 0:
+        raise ValidationError(
+            f"sweep: throughput gained only {gains[0]:.2f} from the first to the second step: "
+            "the first rate is already at capacity; start sweep_rates_rps lower"
+        )
+    ttft = curve["ttft_p50_ms"].to_numpy(float)
+    if not ttft[-1] >= min_ttft_rise * ttft[0]:
+        raise ValidationError(
+            f"sweep: TTFT p50 rose only {ttft[-1] / ttft[0]:.2f}x from the first to the last "
+            f"step; past the knee requests should queue (>= {min_ttft_rise:g}x)"
+        )
+    rate = float(curve["offered_rps"].iloc[knee])
     return (
-        f"OK: knee at {label} ({knee_throughput:.0f} {throughput}, {latency} "
-        f"{at_knee:.0f}); past it {latency} reaches {highest:.0f} ({highest / at_knee:.1f}x)"
+        f"OK: knee at {rate:g} req/s ({achieved[knee]:.0f} output tokens/s); the next step "
+        f"gained {gains[knee]:.2f} token/s per offered token/s; TTFT p50 "
+        f"{ttft[0]:.0f} -> {ttft[-1]:.0f} ms"
     )
 
 

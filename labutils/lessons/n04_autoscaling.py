@@ -49,6 +49,7 @@ __all__ = [
     "check_decisions_match",
     "check_scale_down_after_window",
     "check_scaled_up",
+    "check_what_if_by_hand",
     "decisions",
     "drill_backend",
     "drill_manifests",
@@ -401,9 +402,10 @@ def what_if_summary(frame: pd.DataFrame, *, start_s: float) -> pd.DataFrame:
         down = t[peak_at:][r[peak_at:] < r.max()]
         group_s = float(np.sum(r[:-1] * np.diff(t))) if len(t) > 1 else 0.0
         rows.append({
-            "policy": policy, "first scale-up (s)": up[0] - start_s if up.size else np.nan,
+            "policy": policy,
+            "first scale-up (s)": round(up[0] - start_s, 1) if up.size else np.nan,
             "peak groups": int(r.max()),
-            "first scale-down (s)": down[0] - start_s if down.size else np.nan,
+            "first scale-down (s)": round(down[0] - start_s, 1) if down.size else np.nan,
             "group-seconds": round(group_s, 1),
         })  # fmt: skip
     columns = ["policy", "first scale-up (s)", "peak groups", "first scale-down (s)",
@@ -523,6 +525,44 @@ def check_decisions_match(replayed: pd.DataFrame) -> str:
             f"{row['replayed_desired_replicas']}"
         )
     return f"OK: all {len(replayed)} logged decisions recomputed identically by labutils.kube.hpa"
+
+
+def check_what_if_by_hand(by_hand: pd.DataFrame, library: pd.DataFrame) -> str:
+    """A replay written in the notebook decides what :func:`what_if` decides, sync by sync.
+
+    Args:
+        by_hand: long frame ``policy``, ``time_s``, ``replicas`` from the notebook's loop.
+        library: :func:`what_if` over the same log (policies matched by name).
+
+    Returns:
+        ``"not checkable ..."`` when the log had no per-sync inputs (a cluster's).
+
+    Raises:
+        ValidationError: no policy in common, or the first sync where the replicas differ.
+    """
+    if library.empty and by_hand.empty:
+        return f"not checkable: {_NOT_OBSERVABLE}"
+    common = [p for p in by_hand["policy"].unique() if p in set(library["policy"])]
+    if not common:
+        raise ValidationError(
+            f"no policy computed both by hand ({sorted(by_hand['policy'].unique())}) and by "
+            f"what_if ({sorted(library['policy'].unique())}); name them alike"
+        )
+    for policy in common:
+        mine = by_hand[by_hand["policy"].eq(policy)].set_index("time_s")["replicas"]
+        ref = library[library["policy"].eq(policy)].set_index("time_s")["replicas"]
+        if list(mine.index) != list(ref.index):
+            raise ValidationError(
+                f"{policy}: {len(mine)} syncs by hand, {len(ref)} in what_if (skip the same rows)"
+            )
+        differ = mine[mine.to_numpy() != ref.to_numpy()]
+        if not differ.empty:
+            t = differ.index[0]
+            raise ValidationError(
+                f"{policy}: at time {t:.1f} the loop by hand has {int(mine[t])} replicas, "
+                f"labutils.kube.hpa {int(ref[t])} ({int((mine != ref).sum())} syncs differ)"
+            )
+    return f"OK: {', '.join(common)}: every sync by hand equals labutils.kube.hpa"
 
 
 def _pairs(mapping: Mapping[str, Any] | None) -> str:

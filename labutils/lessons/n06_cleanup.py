@@ -24,8 +24,10 @@ from labutils.protocol import Backend
 from labutils.targets import fault_injector
 
 __all__ = [
+    "RESET_KINDS",
     "LabFootprint",
     "check_clean",
+    "check_selector_matches_scope",
     "eks_reset_scope",
     "prepare",
     "snapshot",
@@ -39,7 +41,7 @@ _STATE_FILES = ("state.json", "controller.json", "haproxy.sock", "master.sock")
 _LAB_LABEL = LAB_LABEL
 # Kinds `labctl reset --target eks` deletes (labutils.targets.eks.RESET_KINDS, without importing
 # the kubernetes client on the local target).
-_RESET_KINDS = ("HTTPRoute", "Gateway", "ScaledObject", "HorizontalPodAutoscaler", "PodMonitor",
+RESET_KINDS = ("HTTPRoute", "Gateway", "ScaledObject", "HorizontalPodAutoscaler", "PodMonitor",
                 "LeaderWorkerSet", "Service", "ConfigMap", "Secret", "NetworkPolicy")  # fmt: skip
 _PARTICIPANT_KINDS = ("Namespace", "Role", "RoleBinding", "ResourceQuota", "ServiceAccount")
 
@@ -200,9 +202,9 @@ def eks_reset_scope(rendered: str | Path) -> pd.DataFrame:
         labelled = labels.get(_LAB_LABEL) == "vllm-lws-lab"
         if rel.parts[0] == "optional":
             action, why = "—", "optional/ is never applied (KEDA replaces the HPAs)"
-        elif obj.namespace and obj.namespace not in lab_namespaces and obj.kind in _RESET_KINDS:
+        elif obj.namespace and obj.namespace not in lab_namespaces and obj.kind in RESET_KINDS:
             action, why = "keep", f"namespace {obj.namespace} is not a lab namespace"
-        elif obj.kind in _RESET_KINDS and labelled:
+        elif obj.kind in RESET_KINDS and labelled:
             action, why = "delete", f"kind {obj.kind} + label {_LAB_LABEL}=vllm-lws-lab"
         elif obj.kind in _PARTICIPANT_KINDS:
             action, why = "keep", "belongs to the namespace: 'labctl participants delete'"
@@ -213,3 +215,31 @@ def eks_reset_scope(rendered: str | Path) -> pd.DataFrame:
         rows.append({"kind": obj.kind, "name": obj.name, "namespace": obj.namespace or "",
                      "reset": action, "why": why})  # fmt: skip
     return pd.DataFrame(rows, columns=["kind", "name", "namespace", "reset", "why"])
+
+
+def check_selector_matches_scope(objects: pd.DataFrame, scope: pd.DataFrame) -> pd.DataFrame:
+    """The objects a label selector picked (in the notebook) are those :func:`eks_reset_scope`
+    deletes.
+
+    Args:
+        objects: one row per rendered object with ``kind``, ``name``, ``namespace`` and a
+            boolean ``deleted_by_reset``.
+        scope: :func:`eks_reset_scope` of the same folder.
+
+    Raises:
+        ValidationError: names the objects one side deletes and the other keeps.
+    """
+    mine = {(r.kind, r.name, r.namespace or "") for r in objects.itertuples() if r.deleted_by_reset}
+    planned = {
+        (r.kind, r.name, r.namespace or "") for r in scope.itertuples() if r.reset == "delete"
+    }
+    if not planned:
+        raise ValidationError("the reset plan deletes nothing; render the lab's manifests first")
+    problems = [
+        f"{k}/{n} selected here but kept by the reset" for k, n, _ in sorted(mine - planned)
+    ]
+    problems += [f"{k}/{n} deleted by the reset but not selected here"
+                 for k, n, _ in sorted(planned - mine)]  # fmt: skip
+    if problems:
+        raise ValidationError(f"label selector vs reset plan: {problems[0]}", problems)
+    return scope[scope["reset"].eq("delete")][["kind", "name", "namespace"]].reset_index(drop=True)

@@ -39,3 +39,14 @@ def test_monitored_load_through_the_gateway(tmp_path: Path) -> None:
     assert not run.replicas.empty and set(run.replicas["replicas"]) == {1}
     fig = figures.plot_server_timeline(run, title="t")
     assert len(fig.axes) == 4
+    # server quantiles are interpolations inside a bucket: the bounds are drawn beside them
+    assert "histogram bucket bounds" in [line.get_label() for line in fig.axes[3].lines]
+    # the per-zone percentiles notebook 03 computes with pandas equal the library's summary
+    frame = run.to_frame()
+    ok = frame[frame["outcome"] == "ok"]
+    by_hand = ok.groupby("zone")[["ttft_s", "tpot_s"]].quantile([0.5, 0.99]).unstack() * 1e3
+    by_hand.columns = [f"{m.removesuffix('_s')}_p{round(q * 100)}_ms" for m, q in by_hand.columns]
+    by_hand.insert(0, "n_requests", ok.groupby("zone").size())
+    assert measure.check_percentiles_match(by_hand, run.summary()).startswith("OK: 8 percentiles")
+    over_time = figures.plot_latency_over_time(frame, window_s=1.0, step_s=0.5, min_requests=2)
+    assert len(over_time.axes) == 2 and over_time.axes[0].lines

@@ -128,3 +128,21 @@ def test_example_policies_and_helpers(dirs: tuple[Path, Path]) -> None:
     assert not autoscaling.back_at_min(spec)(status.assign(replicas=3))
     log = pd.DataFrame({"current_replicas": [1, 2, 3], "desired_replicas": [2, 3, 2]})
     assert autoscaling.replica_counts(log) == [1, 2, 3]
+
+
+def test_what_if_by_hand_check_compares_every_sync(dirs: tuple[Path, Path]) -> None:
+    spec = autoscaling.hpa_spec(dirs[1], ZONE)
+    log = autoscaling.decisions(_LoggingBackend(_step_log(spec)))
+    library = autoscaling.what_if(log, spec, autoscaling.example_policies(spec, 0.05))
+    mine = library[library["policy"].isin(["as deployed", "no scale-down window"])].copy()
+    assert "as deployed, no scale-down window" in autoscaling.check_what_if_by_hand(mine, library)
+    wrong = mine.copy()
+    wrong.loc[wrong.index[5], "replicas"] += 1
+    with pytest.raises(ValidationError, match=r"loop by hand has \d+ replicas"):
+        autoscaling.check_what_if_by_hand(wrong, library)
+    with pytest.raises(ValidationError, match="syncs by hand"):
+        autoscaling.check_what_if_by_hand(mine.iloc[1:], library)
+    with pytest.raises(ValidationError, match="name them alike"):
+        autoscaling.check_what_if_by_hand(mine.assign(policy="mine"), library)
+    empty = pd.DataFrame(columns=["time_s", "policy", "replicas"])
+    assert autoscaling.check_what_if_by_hand(empty, empty).startswith("not checkable")

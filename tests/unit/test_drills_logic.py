@@ -177,3 +177,14 @@ def test_no_failover_check_uses_the_binomial_chance_of_so_few_failures() -> None
     with pytest.raises(ValidationError, match="only 12 requests sent after detection, too few"):
         drills.check_no_failover(_strict(0, 12, 1 / 3))
     assert drills._binomial_cdf(4, 30, 1 / 3) == pytest.approx(0.01223, abs=1e-5)
+
+
+def test_checks_say_when_a_target_cannot_be_checked() -> None:
+    # a cluster's gateway: no load-balancer states, so no detection to check against
+    blind = _result([(0.2, 0.5, "ok", A0), (1.2, 1.3, "http_5xx", A0)], states=[])
+    blind.detection_source = "not observable on this backend (no load-balancer state)"
+    row = drills.check_drill(blind).iloc[0]
+    assert row["detection_source"].startswith("not observable")
+    assert drills.check_no_failover(blind).startswith("not checkable")  # type: ignore[union-attr]
+    only = routing.StrategyComparison(A0, {"gateway": _load([(0.1, 0.2, "ok", B0)])})
+    assert str(routing.check_strategies(only)).startswith("not checkable: only gateway ran")

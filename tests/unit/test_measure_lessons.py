@@ -12,7 +12,10 @@ from labutils.errors import ValidationError
 from labutils.lessons.n03_monitoring import (
     check_client_ttft_covers_server,
     check_every_request_has_outcome,
-    check_latency_rises_past_knee,
+    check_percentiles_match,
+    check_quantiles_agree,
+    check_senders_agree,
+    check_sweep_past_knee,
     client_server_ttft,
     fixed_size_manifests,
     outcome_counts,
@@ -92,15 +95,59 @@ def test_outcome_check_counts_every_scheduled_request() -> None:
         check_every_request_has_outcome(_result([0.1] * 5, drop_last=True))
 
 
-def test_knee_check() -> None:
-    rising = pd.DataFrame({
-        "step": ["a", "b", "c", "d"], "output_throughput": [100.0, 200.0, 290.0, 300.0],
-        "p99_e2el_ms": [1000.0, 1050.0, 1300.0, 4000.0],
-    })  # fmt: skip
-    assert "knee at c" in check_latency_rises_past_knee(rising)
-    flat = rising.assign(p99_e2el_ms=[1000.0, 1010.0, 1020.0, 1100.0])
-    with pytest.raises(ValidationError, match="rose only"):
-        check_latency_rises_past_knee(flat)
+def _sweep(achieved: list[float], ttft_p50_ms: list[float]) -> pd.DataFrame:
+    rates = [10.0 * (i + 1) for i in range(len(achieved))]
+    offered = [16 * r for r in rates]
+    return pd.DataFrame({"offered_rps": rates, "offered_output_tokens_per_s": offered,
+                         "achieved_output_tokens_per_s": achieved,
+                         "ttft_p50_ms": ttft_p50_ms})  # fmt: skip
+
+
+def test_sweep_check_needs_a_flat_step_after_the_knee_and_a_queue() -> None:
+    # 160 -> 320 -> 470 tokens/s follow the offer (gain ~0.9), then +10 tokens/s for +160
+    past = _sweep([155.0, 310.0, 450.0, 460.0], [260.0, 280.0, 360.0, 900.0])
+    assert "knee at 30 req/s" in check_sweep_past_knee(past)
+    with pytest.raises(ValidationError, match="add higher rates"):
+        check_sweep_past_knee(_sweep([155.0, 310.0, 460.0], [260.0, 280.0, 300.0]))
+    with pytest.raises(ValidationError, match="requests should queue"):
+        check_sweep_past_knee(past.assign(ttft_p50_ms=[260.0, 270.0, 280.0, 300.0]))
+    with pytest.raises(ValidationError, match="start sweep_rates_rps lower"):
+        check_sweep_past_knee(_sweep([400.0, 410.0, 415.0], [900.0, 1500.0, 2500.0]))
+
+
+def test_percentiles_computed_by_hand_must_equal_the_summary() -> None:
+    from labutils.loadtest import summarize
+
+    result = _result([0.1 + 0.01 * i for i in range(20)])
+    frame = result.to_frame()
+    by_hand = frame.groupby("zone")[["ttft_s", "e2e_s"]].quantile([0.5, 0.99]).unstack() * 1e3
+    by_hand.columns = [f"{m.removesuffix('_s')}_p{round(q * 100)}_ms" for m, q in by_hand.columns]
+    by_hand.insert(0, "n_requests", frame.groupby("zone").size())
+    assert "4 percentiles in 1 zones" in check_percentiles_match(by_hand, summarize(result))
+    off = by_hand.copy()
+    off.loc["z", "ttft_p99_ms"] += 5.0
+    with pytest.raises(ValidationError, match="z ttft_p99_ms"):
+        check_percentiles_match(off, summarize(result))
+    with pytest.raises(ValidationError, match="requests counted"):
+        check_percentiles_match(by_hand.assign(n_requests=19), summarize(result))
+
+
+def test_senders_agree_within_tolerance_or_say_not_checkable() -> None:
+    theirs = _result([0.2] * 10)
+    mine = pd.DataFrame({"status": [200] * 10, "ttft_s": [0.21] * 10})
+    assert check_senders_agree(mine, theirs).startswith("OK")
+    assert check_senders_agree(None, theirs).startswith("not checkable")
+    with pytest.raises(ValidationError, match="TTFT p50 500 ms by hand"):
+        check_senders_agree(mine.assign(ttft_s=0.5), theirs)
+    with pytest.raises(ValidationError, match="a request failed"):
+        check_senders_agree(mine.assign(status=[200] * 9 + [503]), theirs)
+
+
+def test_quantile_columns_must_agree() -> None:
+    frame = pd.DataFrame({"by_hand_ms": [1.0, 2.0], "labutils_ms": [1.0, 2.0]})
+    assert check_quantiles_agree(frame).startswith("OK: all 2")
+    with pytest.raises(ValidationError, match="differ"):
+        check_quantiles_agree(frame.assign(labutils_ms=[1.0, 2.5]))
 
 
 def test_simulated_label() -> None:

@@ -86,3 +86,26 @@ def test_eks_reset_scope_deletes_labelled_kinds_only(tmp_path: Path) -> None:
     # the lab's copy of the adapter rules lives in the lab namespace (rendering never writes
     # into another one): a reset removes it with the rest, the next apply brings it back
     assert scope[("ConfigMap", "vllm-lab-adapter-rules")] == "delete"
+
+
+def test_selector_check_compares_with_the_reset_plan(tmp_path: Path) -> None:
+    render(LabConfig(zones=("us-west-2a",)), tmp_path)
+    scope = cleanup.eks_reset_scope(tmp_path)
+    objects = scope[["kind", "name", "namespace"]].assign(
+        deleted_by_reset=scope["reset"] == "delete"
+    )
+    kept = cleanup.check_selector_matches_scope(objects, scope)
+    assert ("LeaderWorkerSet", "vllm-us-west-2a") in set(
+        zip(kept["kind"], kept["name"], strict=True)
+    )
+    # a selector that forgets the kinds rule also picks the lab's Namespace (which reset keeps)
+    careless = objects.assign(
+        deleted_by_reset=objects["deleted_by_reset"] | objects["kind"].eq("Namespace")
+    )
+    with pytest.raises(ValidationError, match="Namespace/vllm-lab selected here"):
+        cleanup.check_selector_matches_scope(careless, scope)
+    missing = objects.assign(
+        deleted_by_reset=objects["deleted_by_reset"] & objects["kind"].ne("Secret")
+    )
+    with pytest.raises(ValidationError, match="not selected here"):
+        cleanup.check_selector_matches_scope(missing, scope)

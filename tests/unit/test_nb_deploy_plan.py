@@ -138,3 +138,28 @@ def test_available_check_names_the_lws() -> None:
         deploy.check_available(eks_style)
     with pytest.raises(ValidationError, match="apply the lab first"):
         deploy.check_available(pd.DataFrame(columns=["lws", "replicas", "ready_replicas"]))
+
+
+def test_gpus_computed_by_hand_must_match_the_plan(rendered: Path) -> None:
+    from labutils.lessons import n00_preflight as preflight
+
+    table = plan.deployment_plan(rendered)
+    limit = int(
+        table[(table["kind"] == "NodePool") & (table["zone"] == "us-west-2a")]["gpus"].iloc[0]
+    )
+    gpus = pd.DataFrame(
+        {"GPUs at start": [3 * 2 * 4] * 2, "GPUs at HPA max": [limit] * 2,
+         "NodePool GPU limit": [limit] * 2},
+        index=pd.Index(ZONES, name="zone"),
+    )  # fmt: skip
+    assert preflight.check_gpus_match_plan(gpus, table)["agrees with plan"].all()
+    wrong = gpus.copy()
+    wrong.loc["us-west-2b", "GPUs at start"] = 23
+    with pytest.raises(ValidationError, match="us-west-2b: 23 GPUs at start, plan says 24"):
+        preflight.check_gpus_match_plan(wrong, table)
+    over = gpus.copy()
+    over.loc["us-west-2a", "GPUs at HPA max"] = limit + 8
+    with pytest.raises(ValidationError, match="NodePool allows"):
+        preflight.check_gpus_match_plan(over, table)
+    with pytest.raises(ValidationError, match="lacks"):
+        preflight.check_gpus_match_plan(gpus.drop(columns="GPUs at HPA max"), table)

@@ -182,3 +182,36 @@ def test_mypy_checks_both_backends_against_the_protocol(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode != 0, done.stdout
     assert "TwinBackend" in done.stdout and "Backend" in done.stdout, done.stdout
+
+
+def test_readme_module_map_lists_every_module() -> None:
+    """Each module is named in the README's map: its path, or its file in its folder's row."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| ") and "labutils/" in line]
+
+    def named(rel: Path) -> bool:
+        if f"`{rel}`" in readme:
+            return True
+        folder = f"`{rel.parent}/`"  # the file in its own folder's row
+        if any(folder in row and (rel.name == "__init__.py" or f"`{rel.name}`" in row)
+               for row in rows):  # fmt: skip
+            return True
+        parts = rel.parts  # ("labutils", folder, ..., file)
+        if len(parts) == 2:
+            return rel.name == "__init__.py"
+        top = f"`{parts[0]}/{parts[1]}/`"
+        inner = parts[2:]
+        if inner[-1] == "__init__.py":
+            inner = inner[:-1]
+            tokens = [f"`{'/'.join(inner)}/`"] if inner else []
+        elif len(inner) == 1:
+            tokens = [f"`{inner[0]}`"]
+        else:  # a sub-folder: "`rules/`" and "`lws.py`", or "`vllm_plugins/lab_headers.py`"
+            tokens = [f"`{inner[-2]}/`", f"`{inner[-1]}`"]
+            if any(f"`{'/'.join(inner)}`" in row for row in rows):
+                return True
+        return any(top in row and all(tok in row for tok in tokens) for row in rows)
+
+    missing = [str(p.relative_to(PACKAGE.parent)) for p in MODULES.values()
+               if not named(p.relative_to(PACKAGE.parent))]  # fmt: skip
+    assert not missing, f"add to the README's module map: {missing}"

@@ -23,11 +23,17 @@ from fakekube import FakeKube
 from fakekube.engine_stub import engine_stub
 from fakekube.rbac import Attributes, rule_allows
 
-from labutils import autoscaling, cleanup, deploy, measure, preflight
 from labutils.config import load_config, manifests_dir
 from labutils.errors import ClusterError
-from labutils.manifests import render, validate
-from labutils.protocol import get_backend
+from labutils.lessons import n00_preflight as preflight
+from labutils.lessons import n01_deploy as deploy
+from labutils.lessons import n03_monitoring as measure
+from labutils.lessons import n04_autoscaling as autoscaling
+from labutils.lessons import n06_cleanup as cleanup
+from labutils.manifests import plan, render, validate
+from labutils.targets import get_backend
+from labutils.targets import preflight as target_preflight
+from labutils.targets import rollout as rollouts
 from labutils.targets.eks import EksBackend, connect
 from labutils.targets.eks.participants import create_participants, delete_participants
 
@@ -86,16 +92,16 @@ def _notebook_flow(tmp_path: Path) -> None:
     """What notebooks 00-06 call on eks, in order, with the participant's kubeconfig."""
     config = load_config()
     # 00: preflight and the plan (the plan reads rendered files only)
-    checks = preflight.preflight("eks", config=config, cache_dir=tmp_path / "d-pre")
+    checks = target_preflight.preflight("eks", config=config, cache_dir=tmp_path / "d-pre")
     preflight.check_preflight(checks)
-    rendered = deploy.render_lab(tmp_path / "rendered")
+    rendered = plan.render_lab(tmp_path / "rendered")
     # 01: deploy, watch, check, first requests, reset
     backend = get_backend("eks", config=config, poll_s=0.05, cache_dir=tmp_path / "d-p01")
     assert isinstance(backend, EksBackend)
     assert (backend.namespace, backend.scope, backend.access) == (
         "p01", "namespace", "api-server proxy"
     )  # fmt: skip
-    rollout = deploy.watch_apply(backend, rendered, timeout_s=30, poll_s=0.05)
+    rollout = rollouts.watch_apply(backend, rendered, timeout_s=30, poll_s=0.05)
     deploy.check_available(backend.status())
     pods = backend.groups()
     deploy.check_group_count(rollout, rendered, pods)
@@ -175,7 +181,7 @@ def test_removing_a_rule_from_the_live_role_denies_the_call_with_one_line(
     role["rules"] = [r for r in role["rules"] if "leaderworkersets/scale" not in r["resources"]]
     kube.put("rbac.authorization.k8s.io", "roles", "p01", role)
     backend = EksBackend(config=load_config(), poll_s=0.05, cache_dir=tmp_path / "d")
-    rendered = deploy.render_lab(tmp_path / "rendered")
+    rendered = plan.render_lab(tmp_path / "rendered")
     backend.apply(rendered, timeout_s=20)
     with pytest.raises(ClusterError) as info:
         backend.scale("vllm-us-west-2a", 2)
@@ -280,7 +286,7 @@ def test_in_cluster_the_endpoints_are_cluster_dns_names_with_the_api_key(
     monkeypatch.setenv("VLLM_API_KEY_FILE", str(key_file))
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     backend = EksBackend(config=load_config(), poll_s=0.05, cache_dir=tmp_path / "d")
-    backend.apply(deploy.render_lab(tmp_path / "rendered"), timeout_s=20)
+    backend.apply(plan.render_lab(tmp_path / "rendered"), timeout_s=20)
     # JupyterLab's pod: same identity, but in-cluster (pod ServiceAccount, cluster DNS)
     backend.conn.in_cluster = True
     assert backend.access == "in-cluster"

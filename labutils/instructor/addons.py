@@ -33,6 +33,7 @@ from labutils.errors import ConfigError, LabError
 from labutils.instructor.plan import load_addons
 from labutils.manifests.loader import load_objects
 from labutils.manifests.settings import cluster_settings
+from labutils.metrics.addons import monitoring_addons
 
 __all__ = [
     "ENVOY_PROXY",
@@ -235,6 +236,24 @@ def addon_steps(cfg: LabConfig, source: str | Path | None = None) -> list[AddonS
         f"helm upgrade --install {q(st.monitoring_release)} {kps['chart']} --version {version} "
         f"-n {q(st.monitoring_namespace)} --create-namespace --wait",
     )))  # fmt: skip
+    # The lab's alerting rules and Grafana dashboard (labutils/data/monitoring/): the rules
+    # carry the release label the chart's Prometheus selects PrometheusRules by
+    # (ruleSelectorNilUsesHelmValues: true), the dashboard the label its Grafana sidecar loads
+    # ConfigMaps by (grafana_dashboard: "1"); both in the monitoring namespace.
+    monitoring_docs = []
+    for obj in monitoring_addons():
+        doc = {k: v for k, v in obj.items() if k != "__source__"}
+        meta = doc.setdefault("metadata", {})
+        meta["namespace"] = st.monitoring_namespace
+        if doc.get("kind") == "PrometheusRule":
+            meta.setdefault("labels", {})["release"] = st.monitoring_release
+        monitoring_docs.append(doc)
+    steps.append(AddonStep("lab-monitoring", "this lab", "labutils/data/monitoring/", (
+        _heredoc(
+            "kubectl apply --server-side --field-manager labutils -f -",
+            yaml.safe_dump_all(monitoring_docs, sort_keys=False),
+        ),
+    ), tools=("kubectl",), objects=tuple(monitoring_docs)))  # fmt: skip
     version, source_url = pin("prometheus-adapter")
     adapter = pins["prometheus-adapter"]
     url, _, port = st.prometheus_url.rpartition(":")

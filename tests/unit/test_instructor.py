@@ -190,6 +190,14 @@ def test_addons_create_what_the_manifests_name(tmp_path: Path) -> None:
     assert install[:3] == ["helm", "upgrade", "--install"]
     assert install[3] == monitor.labels["release"]
     assert install[install.index("-n") + 1] == config.extra["monitoring"]["namespace"]
+    # the lab's alert rules reach the chart's Prometheus (release label) and the dashboard its
+    # Grafana sidecar (grafana_dashboard label), in the monitoring namespace
+    lab_mon = {o["kind"]: o for o in steps["lab-monitoring"].objects}
+    rule_meta = lab_mon["PrometheusRule"]["metadata"]
+    assert rule_meta["labels"]["release"] == monitor.labels["release"]
+    assert rule_meta["namespace"] == config.extra["monitoring"]["namespace"]
+    assert lab_mon["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert "kubectl apply --server-side" in steps["lab-monitoring"].commands[0]
     # prometheus-adapter gets exactly the rules the HPAs' metric names come from
     adapter = steps["prometheus-adapter"].commands[0]
     values = yaml.safe_load(adapter.split("<<'EOF'\n", 1)[1].rsplit("\nEOF", 1)[0])

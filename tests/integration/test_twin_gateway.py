@@ -211,9 +211,10 @@ def test_zone_kill_fails_over_and_restore_brings_it_back(twin: TwinBackend) -> N
     before = asyncio.run(_send(url, 40, concurrency=4))
     assert all(r["status"] == 200 for r in before)
     twin.fail(zone="us-west-2a", mode="kill")
-    # Requests sent before the health checks notice can fail; once HAProxy has the zone's
-    # servers DOWN (the observable state), every request must succeed in the other zone.
-    _wait_out_of_rotation(twin, "vllm-us-west-2a-0")
+    # Requests sent before the health checks notice can fail; once HAProxy has every server of
+    # the zone (both groups) DOWN (the observable state), every request must succeed elsewhere.
+    for group in ("vllm-us-west-2a-0", "vllm-us-west-2a-1"):
+        _wait_out_of_rotation(twin, group)
     after = asyncio.run(_send(url, 80, concurrency=4))
     assert all(r["status"] == 200 for r in after), Counter(r["status"] for r in after)
     assert {r["zone"] for r in after} == {"us-west-2b"}

@@ -57,6 +57,7 @@ from labutils.errors import (
 from labutils.sim.perf import EngineConfig, StepShape, plan_memory, step_time_s
 
 __all__ = [
+    "SIM_LATE_SHARE",
     "LatencySlo",
     "Measurement",
     "Recommendation",
@@ -76,6 +77,9 @@ __all__ = [
 
 _SECONDS_PER_HOUR = 3600.0
 _TOKENS_PER_MTOK = 1e6
+# A step whose simulated steps ran this much slower than the model was limited by this
+# machine's CPU, not by the simulated GPU: its latencies overstate the GPU's.
+SIM_LATE_SHARE = 0.05
 
 
 def usd_per_mtok(usd_per_hour: Any, output_tokens_per_s: Any) -> Any:
@@ -764,6 +768,8 @@ def knee_points(frame: pd.DataFrame, slo: LatencySlo | None = None) -> pd.DataFr
     A layout with no step meeting the SLO is kept with its lowest-rate step, ``meets_slo``
     False, after the others. ``next_rate_rps``/``next_misses`` say what the step above the knee
     missed (why the knee is there); NaN/empty when the sweep stopped without one.
+    ``late_steps`` counts the layout's steps whose simulated steps ran more than
+    :data:`SIM_LATE_SHARE` slower than the model (this machine's CPU was the limit).
     """
     slo = slo or LatencySlo()
     marked = frame.copy()
@@ -778,6 +784,8 @@ def knee_points(frame: pd.DataFrame, slo: LatencySlo | None = None) -> pd.DataFr
         above = part[part["rate_rps"] > row["rate_rps"]]
         row["next_rate_rps"] = float(above["rate_rps"].iloc[0]) if not above.empty else math.nan
         row["next_misses"] = str(above["slo_misses"].iloc[0]) if not above.empty else ""
+        late = part["sim_timing_error"] > SIM_LATE_SHARE if "sim_timing_error" in part else []
+        row["late_steps"] = int(sum(late))
         best.append(row)
     out = pd.DataFrame(best).sort_values(["meets_slo", "usd_per_mtok"], ascending=[False, True])
     out = out.reset_index(drop=True)
@@ -851,6 +859,12 @@ def recommend(frame: pd.DataFrame, slo: LatencySlo | None = None) -> Recommendat
         reasons.append(
             f"{row['layout']} never met the SLO; at its lowest load ({row['rate_rps']:.1f} "
             f"requests/s) it misses: {row['slo_misses']}."
+        )
+    for _, row in best[best["late_steps"] > 0].iterrows():
+        reasons.append(
+            f"Caution: {int(row['late_steps'])} step(s) of {row['layout']} ran more than "
+            f"{SIM_LATE_SHARE:.0%} slower than its simulated GPU (this machine's CPU was busy), "
+            "so its knee may be understated; rerun on an idle machine before ranking close calls."
         )
     return Recommendation(
         layout=str(pick["layout"]),

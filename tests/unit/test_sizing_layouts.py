@@ -352,3 +352,17 @@ def test_check_recommendation_passes_the_real_pick_and_catches_a_wrong_one() -> 
     with pytest.raises(ValidationError, match="swept to its knee") as info:
         sizing.check_recommendation(short, sizing.recommend(short))
     assert "raise load_fractions" in info.value.problems[0]
+
+
+def test_steps_the_cpu_could_not_keep_on_time_are_flagged_in_the_reasons() -> None:
+    frame = _frame(
+        [
+            {**_point("a", 10, usd=2.0, tpot=10.0, ttft=10.0), "sim_timing_error": 0.0},
+            {**_point("a", 20, usd=1.0, tpot=60.0, ttft=10.0), "sim_timing_error": 0.15},
+            {**_point("b", 10, usd=3.0, tpot=10.0, ttft=10.0), "sim_timing_error": 0.01},
+        ]
+    )
+    rec = sizing.recommend(frame)
+    assert list(rec.to_frame().set_index("layout")["late_steps"]) == [1, 0]
+    caution = [r for r in rec.reasons if r.startswith("Caution")]
+    assert len(caution) == 1 and "1 step(s) of a ran more than 5% slower" in caution[0]

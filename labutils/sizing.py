@@ -784,8 +784,8 @@ def knee_points(frame: pd.DataFrame, slo: LatencySlo | None = None) -> pd.DataFr
         above = part[part["rate_rps"] > row["rate_rps"]]
         row["next_rate_rps"] = float(above["rate_rps"].iloc[0]) if not above.empty else math.nan
         row["next_misses"] = str(above["slo_misses"].iloc[0]) if not above.empty else ""
-        late = part["sim_timing_error"] > SIM_LATE_SHARE if "sim_timing_error" in part else []
-        row["late_steps"] = int(sum(late))
+        timing = part["sim_timing_error"] if "sim_timing_error" in part else pd.Series([0.0])
+        row["late_steps"] = int((timing > SIM_LATE_SHARE).sum())
         best.append(row)
     out = pd.DataFrame(best).sort_values(["meets_slo", "usd_per_mtok"], ascending=[False, True])
     out = out.reset_index(drop=True)

@@ -37,7 +37,7 @@ class TwinOptions:
     model_load_s: float | None = None  # None: from model, storage and instance (group_load_s)
     sync_period_s: float = 15.0
     downscale_stabilization_s: float = 300.0
-    time_scale: float = 1.0  # multiplies health-check intervals and derived group start times
+    time_scale: float = 1.0  # multiplies health-check intervals
     seed: int = 0
     spare_slots: int = 2  # HAProxy slots beyond max(replicas, maxReplicas) per zone
     engine_calibration: str = ""  # --calibration FILE for the simulated engines ("" = none)

@@ -60,11 +60,21 @@ class ModelSpec:
     chat: bool
     # Whether lm_head shares the embedding matrix (``tie_word_embeddings`` in the config).
     tied_embeddings: bool = False
+    # Bytes per parameter of the linear layers' weights: 2 for BF16, 1 for FP8 checkpoints. The
+    # embedding table and lm_head stay BF16 in vLLM's FP8 checkpoints ("all Linear modules
+    # (except for the final lm_head) have their weights quantized down to FP8_E4M3", vLLM docs
+    # features/quantization/fp8), so only ``body_params`` use this.
+    body_bytes_per_param: float = 2.0
 
     @property
     def weight_bytes(self) -> int:
-        """BF16 weight size (2 bytes per parameter): what the GPUs hold."""
-        return int(self.params * 2)
+        """Bytes the GPUs hold: the body at ``body_bytes_per_param``, embedding and lm_head BF16."""
+        return int(self.body_params * self.body_bytes_per_param + self._head_params * 2)
+
+    @property
+    def _head_params(self) -> int:
+        # embedding table, plus lm_head when it is a separate matrix
+        return self.embedding_params * (1 if self.tied_embeddings else 2)
 
     @property
     def embedding_params(self) -> int:
@@ -73,7 +83,7 @@ class ModelSpec:
 
     @property
     def step_weight_bytes(self) -> int:
-        """BF16 bytes of weights one engine step reads from HBM.
+        """Bytes of weights one engine step reads from HBM.
 
         A step gathers only the embedding rows of its tokens (negligible) but multiplies by every
         other matrix, lm_head included; with tied embeddings lm_head *is* the table, so it is read
@@ -82,7 +92,7 @@ class ModelSpec:
         """
         if self.tied_embeddings:
             return self.weight_bytes
-        return int((self.params - self.embedding_params) * 2)
+        return int(self.body_params * self.body_bytes_per_param + self.embedding_params * 2)
 
     @property
     def body_params(self) -> int:
@@ -175,6 +185,30 @@ MODELS: dict[str, ModelSpec] = {
             131072,
             True,
         ),
+        # Llama-3.1-70B-Instruct with FP8 (E4M3) weights in every linear layer, lm_head and
+        # embeddings BF16: RedHatAI/Meta-Llama-3.1-70B-Instruct-FP8 (formerly neuralmagic/),
+        # an llm-compressor checkpoint vLLM serves as is (huggingface.co/RedHatAI/
+        # Meta-Llama-3.1-70B-Instruct-FP8: 15 safetensors shards of ~4.9 GB, ~70 GB in all;
+        # this spec counts 68.5e9 x 1 + 2 x 1.05e9 x 2 = 72.7 GB). vLLM runs it as W8A8 on Ada
+        # and Hopper (L4, L40S, H100, H200: compute capability >= 8.9) and as weight-only W8A16
+        # FP8 Marlin on Ampere (A10G, A100) (docs.vllm.ai features/quantization/fp8, vLLM PR
+        # #5975). The simulator scales the weight bytes (what decode steps are bound by) and the
+        # memory plan; it computes GEMMs at the BF16 rate, which is right for Ampere's W8A16 and
+        # conservative for Ada/Hopper, whose FP8 tensor cores double the dense peak.
+        ModelSpec(
+            "RedHatAI/Meta-Llama-3.1-70B-Instruct-FP8",
+            "llama-3.1-70b-fp8",
+            70.6e9,
+            80,
+            8192,
+            64,
+            8,
+            128,
+            128256,
+            131072,
+            True,
+            body_bytes_per_param=1.0,
+        ),
         # Qwen3-8B: Hugging Face config.json (36 layers, hidden 4096, 32 heads, 8 KV heads, head
         # dim 128, vocab 151936, max_position_embeddings 40960, untied lm_head) and model card
         # (8.2 B parameters, 6.95 B without embedding and lm_head: 8.19e9 below). In the catalogue
@@ -227,6 +261,9 @@ INSTANCE_TYPES: dict[str, InstanceType] = {
         InstanceType("p4de.24xlarge", "a100-80gb", 8, 96, 1152),
         InstanceType("p5.48xlarge", "h100", 8, 192, 2048),
         InstanceType("p5e.48xlarge", "h200", 8, 192, 2048),
+        # p5en: the same 8 x H200 with newer CPUs and EFAv3; unlike p5e it has an on-demand price
+        # (labutils/data/prices.yaml).
+        InstanceType("p5en.48xlarge", "h200", 8, 192, 2048),
     )
 }
 

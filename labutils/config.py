@@ -90,6 +90,9 @@ class LabConfig:
     cluster_name: str = "vllm-lab"
     gateway_class_name: str = "eg"
     model_storage_class: str = "efs-sc"
+    # Local twin: a file of measured step times (benchmarks/gpu_step_profile.py) the simulated
+    # engines interpolate instead of their performance model; absolute here, "" for none.
+    engine_calibration: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def weight(self, zone: str) -> int:
@@ -156,4 +159,18 @@ def load_config(path: str | Path | None = None) -> LabConfig:
             )
     if "route_weights" in values and not isinstance(values["route_weights"], dict):
         raise ConfigError(f"{cfg_path}: 'route_weights' must map zone -> weight")
+    if "engine_calibration" in values:
+        values["engine_calibration"] = _calibration_path(values["engine_calibration"], cfg_path)
     return LabConfig(**values, extra=extra)
+
+
+def _calibration_path(value: Any, cfg_path: Path) -> str:
+    # A relative path is relative to lab.yaml's folder, like every path a config file names.
+    if value is None or value == "":
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{cfg_path}: 'engine_calibration' must be a file path or empty, got {value!r}"
+        )
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (cfg_path.parent / path).resolve())

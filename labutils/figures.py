@@ -43,6 +43,7 @@ __all__ = [
     "plot_split",
     "plot_strategies",
     "plot_timeline",
+    "plot_tpot_vs_throughput",
     "plot_what_if",
     "plot_zone_share",
     "rolling_quantiles",
@@ -607,7 +608,10 @@ def _simulated_note(frame: pd.DataFrame) -> str:
 
 
 def plot_cost_vs_throughput(frame: pd.DataFrame) -> Figure:
-    """Scatter of USD per million output tokens against output tokens/s per GPU, by layout."""
+    """Scatter of USD per million output tokens against output tokens/s per GPU, by layout.
+
+    Each point is one load step of :func:`labutils.sizing.sweep`, labelled with its request rate.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -617,7 +621,7 @@ def plot_cost_vs_throughput(frame: pd.DataFrame) -> Figure:
         )
         for _, row in part.iterrows():
             ax.annotate(
-                f"c={int(row['concurrency'])}",
+                f"{row['rate_rps']:.0f}/s",
                 (row["tokens_per_s_per_gpu"], row["usd_per_mtok"]),
                 textcoords="offset points",
                 xytext=(4, 4),
@@ -636,11 +640,75 @@ def plot_cost_vs_throughput(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_cost_bars(frame: pd.DataFrame) -> Figure:
-    """Bars of USD per million output tokens per layout (its best point), SLO misses hatched.
+def plot_tpot_vs_throughput(frame: pd.DataFrame, *, slo_tpot_ms: float | None = None) -> Figure:
+    """Median TPOT against output tokens/s per GPU, one line per layout, with the SLO line.
 
-    ``frame`` is :meth:`Recommendation.to_frame` (one row per layout with ``meets_slo``) or a
-    sweep frame (then each layout's cheapest point is shown).
+    ``frame`` is a sweep frame (:func:`labutils.sizing.sweep`): one row per load step with
+    ``layout``, ``tokens_per_s_per_gpu``, ``tpot_p50_ms`` and ``rate_rps``. Steps above the SLO
+    are drawn hollow; where a layout's line crosses the SLO line is its knee. ``slo_tpot_ms``
+    defaults to the frame's ``slo_tpot_p50_ms`` attribute.
+
+    Raises:
+        LabError: a column is missing.
+    """
+    import matplotlib.pyplot as plt
+
+    _need(frame, ("layout", "tokens_per_s_per_gpu", "tpot_p50_ms", "rate_rps"), "TPOT plot")
+    slo = slo_tpot_ms if slo_tpot_ms is not None else frame.attrs.get("slo_tpot_p50_ms")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for layout, part in frame.groupby("layout", sort=False):
+        part = part.sort_values("tokens_per_s_per_gpu")
+        (line,) = ax.plot(
+            part["tokens_per_s_per_gpu"], part["tpot_p50_ms"], "-", label=str(layout), alpha=0.7
+        )
+        above = part["tpot_p50_ms"] > slo if slo is not None else part["tpot_p50_ms"] < 0
+        for hollow, points in ((False, part[~above]), (True, part[above])):
+            ax.scatter(
+                points["tokens_per_s_per_gpu"],
+                points["tpot_p50_ms"],
+                s=36,
+                facecolors="none" if hollow else line.get_color(),
+                edgecolors=line.get_color(),
+                zorder=3,
+            )
+        for _, row in part.iterrows():
+            ax.annotate(
+                f"{row['rate_rps']:.0f}/s",
+                (row["tokens_per_s_per_gpu"], row["tpot_p50_ms"]),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+                color=line.get_color(),
+            )
+    if slo is not None:
+        ax.axhline(slo, color="tab:red", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"SLO: TPOT p50 {slo:g} ms",
+            (0.01, slo),
+            xycoords=("axes fraction", "data"),
+            textcoords="offset points",
+            xytext=(0, 4),
+            fontsize=8,
+            color="tab:red",
+        )
+    ax.set_xlabel("output tokens/s per GPU (engine's own count over each step)")
+    ax.set_ylabel("TPOT p50 (ms)")
+    ax.set_title(
+        f"TPOT against throughput per GPU, hollow = misses the SLO ({_simulated_note(frame)})",
+        fontsize=9,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.close(fig)  # returned, not left open: Jupyter then shows it once, as the cell's result
+    return fig
+
+
+def plot_cost_bars(frame: pd.DataFrame) -> Figure:
+    """Bars of USD per million output tokens per layout at its knee, SLO misses hatched.
+
+    ``frame`` is :func:`labutils.sizing.knee_points` / :meth:`Recommendation.to_frame` (one row
+    per layout with ``meets_slo``) or a sweep frame (then each layout's cheapest point is shown).
     """
     import matplotlib.pyplot as plt
 
@@ -661,7 +729,7 @@ def plot_cost_bars(frame: pd.DataFrame) -> Figure:
     ax.bar_label(bars, fmt="$%.3f", fontsize=8)
     ax.set_ylabel("USD per million output tokens")
     ax.set_title(
-        f"Best point per layout; green meets the SLO ({_simulated_note(frame)})", fontsize=9
+        f"Cost at each layout's knee; green meets the SLO ({_simulated_note(frame)})", fontsize=9
     )
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
     fig.tight_layout()

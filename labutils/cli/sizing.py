@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -12,9 +12,6 @@ from labutils.errors import (
     LabError,
     LoadTestError,
 )
-
-if TYPE_CHECKING:
-    pass
 from labutils.sizing import LatencySlo, SweepSettings, candidates, recommend, shortlist, sweep
 
 __all__ = [
@@ -22,27 +19,43 @@ __all__ = [
 ]
 
 
-def _parse_concurrencies(text: str) -> tuple[int, ...]:
+def _parse_fractions(text: str) -> tuple[float, ...]:
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        return tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise LoadTestError(f"--concurrencies {text!r}: give integers like 1,8,32") from None
+        raise LoadTestError(
+            f"--load-fractions {text!r}: give rising numbers like 0.5,0.75,1,1.25"
+        ) from None
+
+
+def _candidates(args: argparse.Namespace) -> pd.DataFrame:
+    return candidates(
+        args.model,
+        max_model_len=args.max_model_len,
+        max_nodes=args.max_nodes,
+        input_tokens=args.input_tokens,
+        output_tokens=args.output_tokens,
+        slo=LatencySlo(args.tpot_p50_ms, args.ttft_p95_ms),
+    )
 
 
 def _cmd_candidates(args: argparse.Namespace) -> int:
-    frame = candidates(args.model, max_model_len=args.max_model_len, max_nodes=args.max_nodes)
+    frame = _candidates(args)
     if not args.all:
-        frame = frame[frame["accepted"]]
-    cols = ["layout", "accepted", "kv_cache_tokens", "usd_per_hour", "roofline_usd_per_mtok"]
+        frame = frame[frame["accepted"]].sort_values("roofline_knee_usd_per_mtok")
+    cols = ["layout", "accepted", "kv_cache_tokens", "usd_per_hour", "roofline_knee_concurrency",
+            "roofline_knee_rps", "roofline_knee_tpot_ms", "roofline_knee_usd_per_mtok"]  # fmt: skip
     if args.all:
         cols.append("reason")
-    with pd.option_context("display.max_colwidth", 120, "display.width", 200):
-        print(frame[cols].to_string(index=False))
+    with pd.option_context("display.max_colwidth", 120, "display.width", 220):
+        print(frame[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"(roofline knee: largest batch with TPOT <= {args.tpot_p50_ms:g} ms for "
+          f"{args.input_tokens} in / {args.output_tokens} out tokens)")  # fmt: skip
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    frame = candidates(args.model, max_model_len=args.max_model_len, max_nodes=args.max_nodes)
+    frame = _candidates(args)
     if args.layouts:
         wanted = [name.strip() for name in args.layouts.split(";") if name.strip()]
         unknown = sorted(set(wanted) - set(frame["layout"]))
@@ -55,18 +68,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     else:
         picked = shortlist(frame, limit=args.limit)
     settings = SweepSettings(
-        concurrencies=_parse_concurrencies(args.concurrencies),
+        load_fractions=_parse_fractions(args.load_fractions),
         duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
         input_tokens=args.input_tokens,
         output_tokens=args.output_tokens,
     )
-    measured = sweep(picked, settings)
-    cols = ["layout", "concurrency", "output_tokens_per_s", "roofline_output_tokens_per_s",
-            "tpot_p50_ms", "ttft_p95_ms", "tokens_per_s_per_gpu", "usd_per_mtok"]  # fmt: skip
+    slo = LatencySlo(args.tpot_p50_ms, args.ttft_p95_ms)
+    measured = sweep(picked, settings, slo=slo)
+    cols = ["layout", "rate_rps", "requests", "output_tokens_per_s", "tpot_p50_ms",
+            "ttft_p95_ms", "tokens_per_s_per_gpu", "usd_per_mtok"]  # fmt: skip
     print(measured[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"(simulated engines; prices as of {measured.attrs.get('prices_as_of')})")
+    print(f"(simulated engines; requests = n behind each percentile; prices as of "
+          f"{measured.attrs.get('prices_as_of')})")  # fmt: skip
     try:
-        rec = recommend(measured, LatencySlo(args.tpot_p50_ms, args.ttft_p95_ms))
+        rec = recommend(measured, slo)
     except LabError as exc:
         print(f"no recommendation: {exc}")
         return 1
@@ -81,21 +97,26 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="sizing_command", metavar="SUBCOMMAND", required=True)
     for name, handler, text in (
         ("candidates", _cmd_candidates, "list (instance type, TP, PP) layouts for a model"),
-        ("sweep", _cmd_sweep, "measure shortlisted layouts on simulated engines, recommend"),
+        ("sweep", _cmd_sweep, "sweep shortlisted layouts to their knee, rank cost per Mtok"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("model", help="Hugging Face id or alias, e.g. llama-3.1-8b")
         p.add_argument("--max-model-len", type=int, default=4096)
         p.add_argument("--max-nodes", type=int, default=2, help="largest PP (nodes per group)")
+        p.add_argument("--input-tokens", type=int, default=128)
+        p.add_argument("--output-tokens", type=int, default=16)
+        p.add_argument("--tpot-p50-ms", type=float, default=50.0)
+        p.add_argument("--ttft-p95-ms", type=float, default=2000.0)
         p.set_defaults(handler=handler)
         if name == "candidates":
             p.add_argument("--all", action="store_true", help="also show rejected layouts")
         else:
             p.add_argument("--layouts", default="", help="';'-separated layout names to measure")
-            p.add_argument("--limit", type=int, default=4, help="shortlist size")
-            p.add_argument("--concurrencies", default="1,8,32")
-            p.add_argument("--duration-s", type=float, default=3.0)
-            p.add_argument("--input-tokens", type=int, default=256)
-            p.add_argument("--output-tokens", type=int, default=64)
-            p.add_argument("--tpot-p50-ms", type=float, default=50.0)
-            p.add_argument("--ttft-p95-ms", type=float, default=2000.0)
+            p.add_argument("--limit", type=int, default=3, help="shortlist size")
+            p.add_argument(
+                "--load-fractions",
+                default="0.5,0.75,1,1.25",
+                help="step rates as fractions of each layout's roofline knee rate",
+            )
+            p.add_argument("--duration-s", type=float, default=2.5, help="seconds per step")
+            p.add_argument("--warmup-s", type=float, default=0.5, help="left out of each step")

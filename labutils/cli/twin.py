@@ -20,7 +20,7 @@ def _backend(args: argparse.Namespace) -> TwinBackend:
         args.state_dir,
         strategy=getattr(args, "strategy", "weighted"),
         engine=engine,
-        model_load_s=getattr(args, "model_load_s", 2.0),
+        model_load_s=getattr(args, "model_load_s", None),
         sync_period_s=getattr(args, "sync_period_s", 15.0),
         downscale_stabilization_s=getattr(args, "downscale_stabilization_s", 300.0),
         time_scale=getattr(args, "time_scale", 1.0),
@@ -101,12 +101,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     common(up)
     up.add_argument("--manifests", help="rendered manifests folder (default: <project>/rendered)")
     up.add_argument("--strategy", choices=STRATEGIES, default="weighted")
-    up.add_argument("--model-load-s", type=float, default=2.0)
+    up.add_argument(
+        "--model-load-s",
+        type=float,
+        default=None,
+        help="simulated model-load time of every group (default: seconds for the first "
+        "groups; added ones: a GPU group's start time x --time-scale)",
+    )
     up.add_argument("--sync-period-s", type=float, default=15.0)
     up.add_argument("--downscale-stabilization-s", type=float, default=300.0)
     up.add_argument("--time-scale", type=float, default=1.0,
-                    help="multiply health-check, scrape and alert intervals (e.g. 0.2 for fast "
-                         "drills)")  # fmt: skip
+                    help="multiply health-check, scrape and alert intervals and added groups' "
+                         "start times (e.g. 0.2 for fast drills)")  # fmt: skip
     up.add_argument("--scrape-interval-s", type=float, default=None,
                     help="Prometheus scrape/rule interval (default: the PodMonitor's interval "
                          "x --time-scale)")  # fmt: skip

@@ -76,10 +76,12 @@ def drill_backend(
     *,
     sync_period_s: float = CONTROLLER_SYNC_PERIOD_S,
     health_time_scale: float = 1.0,
-    model_load_s: float = 2.0,
+    model_load_s: float | None = 2.0,
 ) -> Backend:
     """The backend for an autoscaling drill; the twin gets its HPA sync period and timings.
 
+    ``model_load_s=None`` gives each group the HPA adds the start time of a real GPU group
+    (node launch, image pull, weight load) times ``health_time_scale``, the twin's time factor.
     On ``eks`` the options do not apply (the cluster's controller has its own sync period).
     """
     if lab_target(target) == "local":

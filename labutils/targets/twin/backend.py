@@ -28,7 +28,7 @@ from labutils.protocol import Endpoints, GroupEndpoint, MetricsScrape
 from labutils.targets.twin.haproxy import STRATEGIES, haproxy_binary
 from labutils.targets.twin.options import TwinOptions
 from labutils.targets.twin.ports import listening_ports
-from labutils.targets.twin.spec import load_twin_spec, manifests_digest
+from labutils.targets.twin.spec import TwinSpec, load_twin_spec, manifests_digest
 from labutils.targets.twin.state import (
     kill_recorded,
     read_events,
@@ -78,13 +78,20 @@ class TwinBackend:
         engine: ``sim`` (the simulated engine), ``vllm`` (real vLLM, CPU build, serving a
             tiny model: ``make real-engine`` first; at most 3 engines) or a command prefix
             (list) taking the ``serve MODEL ...`` flags of ``labctl sim serve``.
-        model_load_s: simulated model-load time of each new group.
+        model_load_s: simulated model-load time of every group; ``None`` (default): the
+            first rollout's groups load in seconds, a group added later takes what a real GPU
+            group takes (node launch, image pull, weight load; ``TwinOptions.group_load_s``)
+            times ``time_scale``.
         sync_period_s: HPA sync period.
         downscale_stabilization_s: the controller's default scale-down window.
         time_scale: multiplies the NLB health-check intervals, the PodMonitors' scrape
-            intervals and the alerting rules' ``for:`` windows (< 1 for fast drills/tests).
+            intervals, the alerting rules' ``for:`` windows and the derived group start times
+            (< 1 for fast drills/tests; the HPA drill's factor shows the scale-up lag).
         scrape_interval_s: the twin's Prometheus scrapes (and evaluates rules) this often
             instead of the PodMonitors' ``interval`` x ``time_scale``.
+        engine_calibration: a calibration file for the simulated engines
+            (``labctl sim serve --calibration``); ``None``: ``engine_calibration`` of
+            ``manifests/lab.yaml`` (used with ``engine="sim"`` only), ``""``: none.
     """
 
     target = "local"
@@ -95,11 +102,12 @@ class TwinBackend:
         *,
         strategy: str = "weighted",
         engine: str | list[str] = "sim",
-        model_load_s: float = 2.0,
+        model_load_s: float | None = None,
         sync_period_s: float = 15.0,
         downscale_stabilization_s: float = 300.0,
         time_scale: float = 1.0,
         scrape_interval_s: float | None = None,
+        engine_calibration: str | None = None,
     ) -> None:
         if strategy not in STRATEGIES:
             raise TwinError(f"strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
@@ -113,6 +121,13 @@ class TwinBackend:
             command = list(engine)
         else:
             raise TwinError(f"engine {engine!r}; choose 'sim', 'vllm' or a command list")
+        if engine == "vllm" and engine_calibration:
+            raise TwinError(
+                "engine_calibration applies to the simulated engine; the real vLLM engine "
+                "measures its own steps (drop engine_calibration or use engine='sim')"
+            )
+        self._simulated = engine == "sim"
+        self._engine_calibration = engine_calibration
         self.options = TwinOptions(
             strategy=strategy,
             engine_command=command,
@@ -149,11 +164,14 @@ class TwinBackend:
         """
         haproxy_binary()  # a missing HAProxy is named here, not only in the controller's log
         manifests = Path(rendered_dir or self._render_default()).resolve()
-        load_twin_spec(manifests)  # fail here, with file names, rather than in the controller
+        spec = load_twin_spec(manifests)  # fail here, with file names, not in the controller
         digest = manifests_digest(manifests)
         options = TwinOptions(
-            **{**asdict(self.options), "manifests": str(manifests), "manifests_digest": digest}
-        )
+            **{**asdict(self.options), "manifests": str(manifests), "manifests_digest": digest,
+               "engine_calibration": self._calibration(spec)}
+        )  # fmt: skip
+        for zone in spec.zones:  # a zone the start-time model cannot price fails here
+            options.group_load_s(zone, "added")
         if self.running():
             state = self._state()
             running = dict(state.get("options") or {})
@@ -193,6 +211,46 @@ class TwinBackend:
         return self.wait_ready(timeout_s) if wait else self.status()
 
     apply = up
+
+    def _calibration(self, spec: TwinSpec) -> str:
+        """The engines' calibration file, checked against every zone's GPU, model and layout."""
+        from labutils import catalog
+        from labutils.config import load_config, manifests_dir
+        from labutils.errors import SimulatorError
+        from labutils.sim.perf import EngineConfig, load_calibration
+
+        where = "engine_calibration"
+        path = self._engine_calibration
+        if path is None:
+            lab_yaml = manifests_dir() / "lab.yaml"
+            if not self._simulated or not lab_yaml.is_file():
+                return ""
+            path, where = (
+                load_config(lab_yaml).engine_calibration,
+                f"{lab_yaml}: engine_calibration",
+            )
+        if not path:
+            return ""
+        try:
+            calibration = load_calibration(path)
+        except SimulatorError as exc:
+            raise TwinError(f"{where}: {exc}") from None
+        for zone in spec.zones:
+            eng = zone.engine
+            cfg = EngineConfig(
+                catalog.model(eng.model),
+                catalog.gpu(zone.gpu),
+                tensor_parallel_size=eng.tensor_parallel_size,
+                pipeline_parallel_size=eng.pipeline_parallel_size,
+            )
+            if not calibration.matches(cfg):
+                raise TwinError(
+                    f"{where}: {path} is for {calibration.model} on one {calibration.gpu}, but "
+                    f"{zone.lws} runs {cfg.model.alias} on {zone.gpu} at TP="
+                    f"{eng.tensor_parallel_size} PP={eng.pipeline_parallel_size}; record one "
+                    "for that layout with benchmarks/gpu_step_profile.py or leave the key empty"
+                )
+        return str(Path(path).resolve())
 
     def _render_default(self) -> Path:
         # Without a folder, render manifests/ + lab.yaml into the state dir (as `labctl

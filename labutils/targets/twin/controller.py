@@ -63,6 +63,8 @@ class _Group:
     retry_at_s: float = 0.0  # CrashLoopBackOff: no restart before this monotonic time
     probe_at_s: float = 0.0  # next readiness probe (frequent while starting, 1 s once ready)
     started_s: float = 0.0
+    load_s: float = 0.0  # simulated model-load time of its current engine (TwinOptions)
+    initial: bool = False  # created by the first rollout (not by a later scale-up)
     record: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -108,6 +110,7 @@ class _Controller:
         self.weights: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.phase = "starting"
+        self.rolled_out = False  # the first reconcile created its groups
         self.background: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Any) -> None:
@@ -118,6 +121,9 @@ class _Controller:
     # --- engines -------------------------------------------------------------------------
     def _engine_argv(self, zone: ZoneSpec, group: _Group) -> list[str]:
         eng = zone.engine
+        # In the first rollout, added by a scale-up, or recreated after its engine died.
+        kind = "recreated" if group.restarts else "initial" if group.initial else "added"
+        group.load_s = self.options.group_load_s(zone, kind)
         argv = [
             *self.options.engine_command, "serve", eng.model, "--host", "127.0.0.1",
             "--port", "0", "--gpu", zone.gpu,
@@ -125,11 +131,13 @@ class _Controller:
             "--pipeline-parallel-size", str(eng.pipeline_parallel_size),
             "--max-num-seqs", str(eng.max_num_seqs), "--served-model-name", eng.name,
             "--seed", str(self.options.seed * 1000 + hash(group.name) % 1000),
-            "--model-load-s", str(self.options.model_load_s),
+            "--model-load-s", f"{group.load_s:.3f}",
             "--lab-zone", zone.zone, "--lab-group", group.name,
         ]  # fmt: skip
         if eng.max_model_len:
             argv += ["--max-model-len", str(eng.max_model_len)]
+        if self.options.engine_calibration:
+            argv += ["--calibration", self.options.engine_calibration]
         return argv
 
     async def _start_group(self, group: _Group) -> None:
@@ -161,7 +169,8 @@ class _Controller:
         group.record["port"] = port
         self._spawn(self._drain(proc))
         group.phase = "Running"
-        self._event("group-started", group.name, f"engine pid {proc.pid} on port {port}")
+        loading = f"model load {group.load_s:.1f} s"
+        self._event("group-started", group.name, f"engine pid {proc.pid} on port {port}, {loading}")
         self._write()
 
     async def _drain(self, proc: asyncio.subprocess.Process) -> None:
@@ -326,7 +335,7 @@ class _Controller:
                 for index in range(want):
                     name = f"{zone.lws}-{index}"
                     if name not in self.groups:
-                        group = _Group(zone.zone, zone.lws, index)
+                        group = _Group(zone.zone, zone.lws, index, initial=not self.rolled_out)
                         self.groups[name] = group
                         self._spawn(self._start_group(group))
 
@@ -738,6 +747,7 @@ class _Controller:
             await self._start_haproxy()
             await self._start_prometheus()
             await self._reconcile()
+            self.rolled_out = True
             self._write()
             loops = (self._supervise(), self._hpa_loop(), self._queue_loop(), self._watch_ready())
             tasks = [asyncio.create_task(c) for c in loops]

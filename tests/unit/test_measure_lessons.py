@@ -10,9 +10,12 @@ import pytest
 
 from labutils.errors import ValidationError
 from labutils.lessons.n03_monitoring import (
+    PrometheusWindow,
+    bucket_of,
     check_client_ttft_covers_server,
     check_every_request_has_outcome,
     check_percentiles_match,
+    check_promql_within_bucket,
     check_quantiles_agree,
     check_senders_agree,
     check_sweep_past_knee,
@@ -165,3 +168,37 @@ def test_fixed_size_manifests_leave_out_only_the_hpas(tmp_path: Path) -> None:
     for zone in zones:
         names = {p.name for p in (out / "zones" / zone).iterdir()}
         assert "hpa.yaml" not in names and "lws.yaml" in names
+
+
+def test_bucket_of_finds_the_interpolation_bucket() -> None:
+    bounds = [0.25, 0.5, 0.75, math.inf]  # vLLM's TTFT bounds (s), a few of them
+    assert bucket_of(0.1, bounds) == (0.0, 0.25)  # the lowest bucket starts at 0
+    assert bucket_of(0.25, bounds) == (0.0, 0.25)  # upper bounds are inclusive (le)
+    assert bucket_of(0.3, bounds) == (0.25, 0.5)
+    assert bucket_of(0.75, bounds) == (0.5, 0.75)  # histogram_quantile's cap in +Inf's rank
+    assert bucket_of(9.0, bounds) == (0.75, math.inf)
+
+
+def test_promql_and_client_quantiles_within_the_bucket_width() -> None:
+    row = {"zone": "z", "metric": "ttft p99", "bucket_from_ms": 250.0, "bucket_to_ms": 500.0}
+    close = pd.DataFrame([row | {"promql_ms": 497.0, "client_ms": 431.0}])
+    assert check_promql_within_bucket(close).startswith("OK: all 1 PromQL quantiles")
+    far = pd.DataFrame([row | {"promql_ms": 497.0, "client_ms": 200.0}])
+    # a few-ms bucket: the client's own path (gateway, HTTP) is allowed on top of its width
+    narrow = {"zone": "z", "metric": "ttft p99", "bucket_from_ms": 1.0, "bucket_to_ms": 5.0}
+    small = pd.DataFrame([narrow | {"promql_ms": 5.0, "client_ms": 11.3}])
+    assert check_promql_within_bucket(small).startswith("OK")
+    with pytest.raises(ValidationError, match=r"bucket 1..5 ms \(\+1 ms"):
+        check_promql_within_bucket(small, slack_ms=1.0)
+    with pytest.raises(ValidationError, match=r"z ttft p99: PromQL 497.0 ms, client 200.0 ms"):
+        check_promql_within_bucket(far)
+    with pytest.raises(ValidationError, match="no quantiles"):
+        check_promql_within_bucket(close.iloc[0:0])
+    with pytest.raises(ValidationError):  # a missing value never passes
+        check_promql_within_bucket(close.assign(promql_ms=math.nan))
+
+
+def test_prometheus_window_reaches_back_to_the_first_scrape() -> None:
+    span = PrometheusWindow(1000.25, 1013.5, pd.DataFrame())
+    assert span.duration_s == pytest.approx(13.25)
+    assert span.window == "13251ms"  # 1 ms more: the first scrape is inside either way

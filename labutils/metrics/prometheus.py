@@ -54,6 +54,7 @@ __all__ = [
     "targets",
     "targets_frame",
     "wait_for_alert",
+    "wait_for_no_alert",
     "wait_scraped",
     "with_zone",
 ]
@@ -442,6 +443,35 @@ def wait_for_alert(
             raise WaitTimeout(
                 f"alert {alertname}{{{where}}} not {state} after {timeout_s:.0f} s ({seen}); "
                 "see the rule's expr and for: window at /api/v1/rules"
+            )
+        time.sleep(poll_s)
+
+
+def wait_for_no_alert(
+    source: Any, alertname: str, *, timeout_s: float = 300.0, poll_s: float = 1.0, **labels: str
+) -> float:
+    """Poll :func:`alerts` until ``alertname`` with ``labels`` is neither pending nor firing.
+
+    E.g. before a drill, so that an alert left by an earlier fault is not taken for the new
+    one's. Returns the seconds waited.
+
+    Raises:
+        WaitTimeout: still pending or firing after ``timeout_s`` (its state is named).
+    """
+    start = time.monotonic()
+    while True:
+        frame = alerts(source)
+        mine = frame[frame["alertname"] == alertname] if not frame.empty else frame
+        for key, value in labels.items():
+            mine = mine[mine[key] == value] if key in mine else mine.iloc[0:0]
+        if mine.empty:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            where = ", ".join(f"{k}={v}" for k, v in labels.items())
+            state = ", ".join(sorted(set(mine["state"])))
+            raise WaitTimeout(
+                f"alert {alertname}{{{where}}} still {state} after {timeout_s:.0f} s; is the "
+                "condition still true (see /api/v1/rules)?"
             )
         time.sleep(poll_s)
 

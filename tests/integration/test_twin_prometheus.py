@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from twin_fixtures import ENGINE, write_rendered
 from twin_gateway_client import send_requests
 
+from labutils import drills
+from labutils.lessons import n02_routing as routing
 from labutils.manifests import render
 from labutils.metrics import prometheus as prom
 from labutils.metrics.adapter import adapter_rules_from_objects, build_pods_query
@@ -233,3 +235,24 @@ def test_zone_kill_fires_the_zone_alert_within_its_for_window(twin: Any) -> None
     active_at = float(firing["active_at_s"].iloc[0])
     assert killed - 1 <= active_at and fired - active_at >= for_s - 0.5  # pending for `for:`
     assert fired - killed <= for_s + 10, f"fired {fired - killed:.1f} s after the kill"
+
+
+def test_zone_outage_alert_timing_from_prometheus_and_resolution(twin: Any) -> None:
+    backend, _ = twin
+    timing = routing.alert_timing(backend)
+    assert timing.for_s == pytest.approx(60 * TIME_SCALE)  # the rule's 1m, scaled as loaded
+    assert timing.scrape_interval_s == 0.5
+    # an alert left by another test's kill would be taken for this one's: wait it out
+    prom.wait_for_no_alert(backend, routing.ZONE_ALERT, timeout_s=60, poll_s=0.25)
+    with drills.zone_outage(backend, "us-west-2a", ready_timeout_s=60) as killed_at_s:
+        wait_s = 2 * timing.fires_within_s + 30
+        firing = prom.wait_for_alert(backend, routing.ZONE_ALERT, zone="us-west-2a",
+                                     timeout_s=wait_s, poll_s=0.25)  # fmt: skip
+        seen_at_s = time.time()
+        now = prom.alerts(backend)
+    message = routing.check_zone_alert(firing, now, zone="us-west-2a", killed_at_s=killed_at_s,
+                                       seen_at_s=seen_at_s, timing=timing)  # fmt: skip
+    assert message.startswith("OK")
+    # the zone is back (zone_outage waited until ready) and Prometheus sees it: resolved
+    assert prom.wait_for_no_alert(backend, routing.ZONE_ALERT, zone="us-west-2a",
+                                  timeout_s=60, poll_s=0.25) >= 0  # fmt: skip

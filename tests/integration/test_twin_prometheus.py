@@ -25,6 +25,7 @@ from twin_gateway_client import send_requests
 
 from labutils import drills
 from labutils.lessons import n02_routing as routing
+from labutils.lessons import n04_autoscaling as autoscaling
 from labutils.manifests import render
 from labutils.metrics import prometheus as prom
 from labutils.metrics.adapter import adapter_rules_from_objects, build_pods_query
@@ -134,6 +135,10 @@ def test_hpa_input_is_the_adapter_rule_evaluated_by_prometheus(twin: Any) -> Non
         assert again == inputs
         usage = record[f"{METRIC}:usage"]
         assert usage == pytest.approx(sum(inputs.values()) / len(inputs), abs=1e-3)
+        # what notebook 04 shows for a logged decision: the same query, time and values
+        shown = autoscaling.decision_inputs(backend, "vllm-us-west-2a", record["time_s"])
+        assert shown is not None and shown.metric == METRIC
+        assert (shown.query, shown.eval_time_s, shown.pods) == (query, at_s, inputs)
         seen_queue = seen_queue or max(inputs.values()) > 0
     assert seen_queue, "the load never queued a request: the comparison proved little"
 
@@ -208,6 +213,12 @@ def test_a_wrong_metrics_query_breaks_autoscaling_visibly(
         warnings = events[(events["kind"] == "hpa-warning") & (events["time_s"] >= start)]
         assert set(warnings["reason"]) == {"FailedGetPodsMetric"}
         assert reported in warnings["message"].iloc[0]
+        # notebook 04's summary of them, and no query to show for that sync
+        summary = autoscaling.metric_warnings(backend, since_s=start).set_index("object")
+        assert set(summary.index) == {"vllm-us-west-2a", "vllm-us-west-2b"}  # the same rule
+        mine = summary.loc["vllm-us-west-2a"]
+        assert mine["syncs"] >= 1 and reported in mine["message"] and mine["first_s"] >= 0
+        assert autoscaling.decision_inputs(backend, "vllm-us-west-2a", row["time_s"]) is None
     finally:
         path.write_text(original)
         backend.up(rendered, timeout_s=30)

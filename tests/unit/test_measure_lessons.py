@@ -68,6 +68,7 @@ def test_client_server_table_reads_both_sides() -> None:
     assert table.loc["all", "client_requests"] == 20
     assert table.loc["all", "server_requests"] == FIXTURE_COUNT
     assert table.loc["all", "client_p50_ms"] == pytest.approx(595.0)
+    assert table.loc["all", "client_p50_rank_ms"] == pytest.approx(590.0)  # the 10th of 20
     assert table.loc["all", "server_mean_ms"] == pytest.approx(FIXTURE_MEAN_S * 1e3)
     floor, p50 = table.loc["all", "server_p50_floor_ms"], table.loc["all", "server_p50_ms"]
     assert floor <= p50 and not math.isnan(floor)
@@ -88,6 +89,19 @@ def test_client_ttft_check() -> None:
     assert check_client_ttft_covers_server(_table(260.0)).startswith("OK")
     with pytest.raises(ValidationError, match=r"p50 TTFT 200\.0 ms below the server's bucket"):
         check_client_ttft_covers_server(_table(200.0))
+
+
+def test_client_ttft_check_compares_the_request_at_the_servers_rank() -> None:
+    # 83 requests, one above 500 ms: histogram_quantile's p99 rank (82.17) lands in the
+    # 500-750 ms bucket, while the client's interpolated p99 (495.9 ms) is below its floor;
+    # the client's 83rd TTFT (560 ms) is the one to compare.
+    row = {"zone": "all", "client_requests": 83, "server_requests": 83, "client_mean_ms": 330.0,
+           "server_queue_plus_prefill_mean_ms": 320.0, "client_p99_ms": 495.9,
+           "client_p99_rank_ms": 560.0, "server_p99_ms": 502.0,
+           "server_p99_floor_ms": 500.0}  # fmt: skip
+    assert check_client_ttft_covers_server(pd.DataFrame([row])).startswith("OK")
+    with pytest.raises(ValidationError, match=r"p99 TTFT 490\.0 ms below"):
+        check_client_ttft_covers_server(pd.DataFrame([row | {"client_p99_rank_ms": 490.0}]))
 
 
 def test_outcome_check_counts_every_scheduled_request() -> None:

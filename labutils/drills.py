@@ -24,6 +24,7 @@ The zone and group faults use the twin's ``fail``/``restore``; on other backends
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import os
@@ -31,7 +32,7 @@ import signal
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = [
     "health_settings",
     "run_drill",
     "running_manifests",
+    "zone_outage",
 ]
 
 DRILLS = ("zone-kill", "group-crash", "group-unhealthy", "group-slow", "lb-restart")
@@ -416,6 +418,31 @@ def _restore(backend: Backend, drill: str, target: str, memo: dict[str, Any]) ->
         injector.restore(zone=target)
     elif drill in ("group-unhealthy", "group-slow"):
         injector.restore(group=target)
+
+
+@contextlib.contextmanager
+def zone_outage(backend: Backend, zone: str, *, ready_timeout_s: float = 900.0) -> Iterator[float]:
+    """Take a whole zone down for the ``with`` block, then bring it back and wait until ready.
+
+    The same fault as the ``zone-kill`` drill: on the twin every group of ``zone`` is killed
+    and held down; on ``eks`` the zone's LeaderWorkerSet is scaled to 0 (its pods terminate
+    gracefully first) and back to its replicas afterwards, so the groups load their model
+    again. Yields the wall-clock time (``time.time()``) of the fault.
+
+    Raises:
+        ConfigError: ``zone`` is not one of the backend's zones.
+    """
+    zones = sorted(str(z) for z in backend.status()["zone"])
+    if zone not in zones:
+        raise ConfigError(f"zone {zone!r} is not deployed; choose one of: {', '.join(zones)}")
+    memo: dict[str, Any] = {}
+    at_s = time.time()
+    _inject(backend, "zone-kill", zone, memo)
+    try:
+        yield at_s
+    finally:
+        _restore(backend, "zone-kill", zone, memo)
+        backend.wait_ready(timeout_s=ready_timeout_s)
 
 
 # --- the drill -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Load balancing lessons: the HTTPRoute's weighted split measured per zone, weight changes,
-and routing strategies compared under skewed load (a slow group).
+routing strategies compared under skewed load (a slow group), and the zone alert a zone loss
+fires (timed from what Prometheus reports about its own rule and scrapes).
 
 The split is measured from the ``x-lab-zone`` header each response carries (set by the
 gateway), over a bounded open-loop load; the expected share of a zone is its weight over the
@@ -18,9 +19,10 @@ import pandas as pd
 
 from labutils.config import default_state_dir, lab_target, load_config
 from labutils.drills import running_manifests
-from labutils.errors import ConfigError, ValidationError
+from labutils.errors import ConfigError, MetricsError, ValidationError
 from labutils.loadtest import LoadTestResult, open_loop, run_load
 from labutils.manifests.variants import render_variant
+from labutils.metrics import prometheus as prom
 from labutils.protocol import Backend
 from labutils.targets import fault_injector, get_backend
 
@@ -28,10 +30,14 @@ __all__ = [
     "CONFORMANCE_ATTEMPTS",
     "CONFORMANCE_REQUESTS",
     "CONFORMANCE_TOLERANCE",
+    "ZONE_ALERT",
+    "AlertTiming",
     "SplitResult",
     "StrategyComparison",
+    "alert_timing",
     "check_split",
     "check_strategies",
+    "check_zone_alert",
     "compare_strategies",
     "lab_backend",
     "measure_split",
@@ -362,3 +368,126 @@ def check_strategies(
     if problems:
         raise ValidationError(f"routing under skew: {problems[0]}", problems)
     return frame
+
+
+# --- the zone alert ------------------------------------------------------------------------
+# The lab's alerting rule for a zone without a leader answering (labutils/data/monitoring/
+# prometheusrule.yaml; on the twin its `for:` is scaled by the time scale).
+ZONE_ALERT = "VllmZoneNoReadyLeader"
+
+
+@dataclass(frozen=True)
+class AlertTiming:
+    """When an alert on a scraped condition can fire, from Prometheus's own settings.
+
+    A killed leader's next scrape fails (``up`` 0) within one scrape interval; the next rule
+    evaluation (every group interval) sees the condition and makes the alert *pending*; it
+    *fires* at the first evaluation at least ``for:`` after that.
+    """
+
+    alert: str
+    query: str
+    for_s: float  # as loaded (the twin multiplies the rule's `for:` by its time scale)
+    evaluation_interval_s: float
+    scrape_interval_s: float
+
+    @property
+    def fires_within_s(self) -> float:
+        """Upper bound from the leaders' last answer to the alert firing."""
+        return self.scrape_interval_s + 2 * self.evaluation_interval_s + self.for_s
+
+    def to_frame(self) -> pd.DataFrame:
+        """The terms of :attr:`fires_within_s`, one row each."""
+        return pd.DataFrame(
+            [
+                ("scrape interval: the dead leaders' next scrape fails", self.scrape_interval_s),
+                ("evaluation interval: the rule sees it (pending)", self.evaluation_interval_s),
+                ("for: pending this long", self.for_s),
+                ("evaluation interval: the rule fires", self.evaluation_interval_s),
+                ("at most, in all", self.fires_within_s),
+            ],
+            columns=["step", "seconds"],
+        )
+
+
+def alert_timing(backend: Backend, alert: str = ZONE_ALERT) -> AlertTiming:
+    """The alert's ``for:`` and evaluation interval and the leaders' scrape interval, as loaded.
+
+    Raises:
+        MetricsError: Prometheus has no such alerting rule, or scrapes no leader.
+    """
+    rules = prom.rules(backend)
+    rule = rules[(rules["name"] == alert) & (rules["type"] == "alerting")]
+    if rule.empty:
+        raise MetricsError(
+            f"Prometheus at {prom.prometheus_api(backend).url} has no alerting rule {alert}; "
+            "install the lab's PrometheusRule (labctl instructor addons)"
+        )
+    targets = prom.targets(backend)
+    leaders = targets[targets["job"].str.endswith("/vllm")]
+    if leaders.empty:
+        raise MetricsError(f"Prometheus scrapes no leader (no target of job */vllm): {alert}")
+    first = rule.iloc[0]
+    return AlertTiming(
+        alert=alert,
+        query=str(first["query"]),
+        for_s=float(first["for_s"]),
+        evaluation_interval_s=float(first["interval_s"]),
+        scrape_interval_s=float(leaders["scrape_interval_s"].max()),
+    )
+
+
+def check_zone_alert(
+    firing: pd.DataFrame,
+    alerts_now: pd.DataFrame,
+    *,
+    zone: str,
+    killed_at_s: float,
+    seen_at_s: float,
+    timing: AlertTiming,
+    target: str = "local",
+    slack_s: float = 5.0,
+) -> str:
+    """The zone alert fired for the killed zone only, after being pending for its ``for:``.
+
+    On the twin it must also have fired within :attr:`AlertTiming.fires_within_s` of the kill
+    (+ ``slack_s`` for a busy machine and the polling). On ``eks`` the kill is a scale to 0 whose
+    pods first drain (preStop, graceful shutdown), so the timing is reported, not checked.
+
+    Raises:
+        ValidationError: naming what did not hold.
+    """
+    mine = firing[(firing["alertname"] == timing.alert) & (firing["state"] == "firing")]
+    if "zone" in mine:
+        mine = mine[mine["zone"] == zone]
+    if mine.empty:
+        raise ValidationError(f"{timing.alert}{{zone={zone}}} is not firing")
+    others = alerts_now[alerts_now["alertname"] == timing.alert]
+    wrong = sorted(set(others.get("zone", pd.Series(dtype=str)).dropna()) - {zone})
+    if wrong:
+        raise ValidationError(f"{timing.alert} also fired for zones still serving: {wrong}")
+    active_s = float(mine["active_at_s"].min())
+    if lab_target(target) == "local" and active_s < killed_at_s - 1.0:
+        raise ValidationError(
+            f"{timing.alert}{{zone={zone}}} was active {killed_at_s - active_s:.1f} s before the "
+            "kill: an earlier fault's alert (wait for it to resolve first: wait_for_no_alert)"
+        )
+    pending_s = seen_at_s - active_s
+    if pending_s < timing.for_s - 0.5:
+        raise ValidationError(
+            f"{timing.alert} firing after {pending_s:.1f} s pending, less than its for: "
+            f"{timing.for_s:g} s"
+        )
+    fired_after_s = seen_at_s - killed_at_s
+    summary = (
+        f"{timing.alert}{{zone={zone}}} pending {active_s - killed_at_s:.1f} s after the kill, "
+        f"seen firing after {fired_after_s:.1f} s (for: {timing.for_s:g} s"
+    )
+    if lab_target(target) != "local":
+        return f"OK: {summary}; timing not checked on {target}: the pods drain first)"
+    bound_s = timing.fires_within_s + slack_s
+    if fired_after_s > bound_s:
+        raise ValidationError(
+            f"{summary}): later than the {timing.fires_within_s:g} s bound (+{slack_s:g} s)"
+        )
+    return f"OK: {summary}; at most {timing.fires_within_s:g} s)"

@@ -11,34 +11,45 @@ the measured numbers (raising :class:`~labutils.errors.ValidationError` when the
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from labutils.config import default_state_dir
-from labutils.errors import MetricsError, ValidationError
+from labutils.config import default_state_dir, lab_target, load_config
+from labutils.errors import MetricsError, ValidationError, WaitTimeout
 from labutils.loadtest import OUTCOMES, LoadSummary, LoadTestResult
 from labutils.manifests.variants import render_variant
+from labutils.metrics import prometheus as prom
 from labutils.metrics.parse import Histogram, families, histograms
 from labutils.metrics.series import histogram_quantile
 from labutils.monitored_load import MonitoredRun, _Watchable
-from labutils.protocol import MetricsScrape
+from labutils.protocol import Backend, MetricsScrape
+from labutils.targets import get_backend
 
 __all__ = [
     "SERVER_HISTOGRAMS",
+    "PrometheusWindow",
+    "bucket_of",
     "check_client_ttft_covers_server",
     "check_every_request_has_outcome",
     "check_percentiles_match",
+    "check_promql_within_bucket",
     "check_quantiles_agree",
     "check_senders_agree",
     "check_sweep_past_knee",
     "client_server_ttft",
     "fixed_size_manifests",
+    "histogram_bounds",
+    "lab_backend",
+    "lab_namespace",
     "latency_table",
     "outcome_counts",
+    "prometheus_window",
     "server_histograms",
     "simulated_engines",
     "simulated_label",
@@ -63,6 +74,135 @@ def fixed_size_manifests(out_dir: str | Path | None = None) -> Path:
     """
     out = Path(out_dir) if out_dir else default_state_dir().parent / "rendered-fixed-size"
     return render_variant(out, hpa=False)
+
+
+def lab_backend(target: str | None = None, *, prometheus_scrape_interval_s: float = 1.0) -> Backend:
+    """``get_backend(target)``; on the twin its Prometheus scrapes every leader this often.
+
+    The PodMonitor's 15 s would give a 10 s test one sample or none; a cluster's Prometheus
+    keeps the PodMonitor's interval (the option does not apply on ``eks``).
+    """
+    if lab_target(target) == "local":
+        return get_backend(target, scrape_interval_s=prometheus_scrape_interval_s)
+    return get_backend(target)
+
+
+def lab_namespace(backend: Any) -> str:
+    """The namespace of the lab's objects (an EKS backend's own; the twin's is lab.yaml's)."""
+    return str(getattr(backend, "namespace", "") or load_config().namespace)
+
+
+# --- the run as Prometheus saw it -------------------------------------------------------
+@dataclass(frozen=True)
+class PrometheusWindow:
+    """A load run as Prometheus saw it: from the last scrape before it to the first after it.
+
+    Prometheus knows a counter only at its scrapes. A query over :attr:`window` evaluated at
+    :attr:`end_s` therefore counts every request of the run (and whatever else the leaders
+    served meanwhile) and nothing before or after it.
+    """
+
+    start_s: float  # the earliest leader's last scrape before the run (Unix seconds)
+    end_s: float  # the latest leader's first scrape after the run's last answer
+    scrapes: pd.DataFrame  # per leader: pod, zone, its two scrapes relative to the run
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from :attr:`start_s` to :attr:`end_s`."""
+        return self.end_s - self.start_s
+
+    @property
+    def window(self) -> str:
+        """The PromQL range reaching back exactly to :attr:`start_s` from :attr:`end_s`.
+
+        One millisecond longer, so the first scrape is inside the range whether the server
+        treats its start as closed (Prometheus 2) or open (Prometheus 3).
+        """
+        return f"{round(self.duration_s * 1000) + 1}ms"
+
+
+def prometheus_window(
+    backend: Any,
+    start_s: float,
+    end_s: float,
+    *,
+    namespace: str | None = None,
+    timeout_s: float = 60.0,
+    poll_s: float = 0.5,
+) -> PrometheusWindow:
+    """The scrapes that bracket a run from ``start_s`` to ``end_s`` (Unix seconds), per leader.
+
+    Reads the raw samples of ``up`` (one per scrape, stamped with the scrape's time) and waits
+    until every leader scraped before the run was scraped again after ``end_s``.
+
+    Raises:
+        MetricsError: no leader of ``namespace`` was scraped before the run (nothing to start
+            the window from), or a ready leader was not.
+        WaitTimeout: a leader was not scraped after the run within ``timeout_s``.
+    """
+    ns = namespace or lab_namespace(backend)
+    selector = f'up{{namespace="{ns}", job="{ns}/vllm"}}'
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = time.time()
+        lookback_s = math.ceil(now - start_s) + 120  # reaches the last scrape before the run
+        raw = prom.query(backend, f"{selector}[{lookback_s}s]", time_s=now, warn_empty=False)
+        if raw.empty or "pod" not in raw:
+            raise MetricsError(f"{selector}: no scrape of any leader in the last {lookback_s} s")
+        before = raw[raw["time_s"] <= start_s].groupby("pod")["time_s"].max()
+        after = raw[raw["time_s"] > end_s].groupby("pod")["time_s"].min()
+        if before.empty:
+            raise MetricsError(f"{selector}: no leader was scraped before the run began")
+        missing = sorted(set(before.index) - set(after.index))
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            raise WaitTimeout(
+                f"Prometheus did not scrape {', '.join(missing)} within {timeout_s:.0f} s after "
+                "the run; is the leader still up (see its targets page)?"
+            )
+        time.sleep(poll_s)
+    ready = {g.group for g in backend.endpoints().groups if g.ready}
+    unseen = sorted(ready - set(before.index))
+    if unseen:
+        raise MetricsError(
+            f"{', '.join(unseen)} had not been scraped when the run began, so Prometheus misses "
+            "its first requests; wait for the scrape (prom.wait_scraped) and run the load again"
+        )
+    after = after[before.index]
+    scrapes = pd.DataFrame({
+        "pod": before.index,
+        "zone": before.index.str.extract(prom.POD_ZONE_REGEX, expand=False),
+        "last_scrape_before_start_s": (before - start_s).to_numpy(float),
+        "first_scrape_after_end_s": (after - end_s).to_numpy(float),
+    })  # fmt: skip
+    return PrometheusWindow(float(before.min()), float(after.max()), scrapes)
+
+
+def histogram_bounds(
+    backend: Any, family: str, *, namespace: str | None = None, time_s: float | None = None
+) -> np.ndarray:
+    """The bucket upper bounds (``le``, seconds, ``inf`` last) of a histogram in Prometheus.
+
+    Raises:
+        MetricsError: the histogram has no series.
+    """
+    ns = namespace or lab_namespace(backend)
+    promql = f'count by (le) ({family}_bucket{{namespace="{ns}"}})'
+    frame = prom.query(backend, promql, time_s=time_s, warn_empty=False)
+    if frame.empty or "le" not in frame:
+        raise MetricsError(f"{promql}: no buckets; is {family} exported and scraped?")
+    return np.sort(frame["le"].astype(float).to_numpy())
+
+
+def bucket_of(value: float, bounds: Sequence[float]) -> tuple[float, float]:
+    """The bucket ``(lower, upper]`` of ``bounds`` (sorted upper bounds) that holds ``value``.
+
+    The lowest bucket starts at 0, as ``histogram_quantile`` assumes.
+    """
+    edges = np.asarray(bounds, dtype=float)
+    i = min(int(np.searchsorted(edges, value, side="left")), len(edges) - 1)
+    return (float(edges[i - 1]) if i > 0 else 0.0), float(edges[i])
 
 
 # --- server histograms ------------------------------------------------------------------
@@ -126,9 +266,11 @@ def client_server_ttft(
     """Client-measured TTFT beside the servers' own histograms, per zone and overall (ms).
 
     Columns per quantile ``q``: ``client_pQ_ms`` (from every successful request's send to its
-    first token), ``server_pQ_ms`` (``histogram_quantile`` of the servers' TTFT histogram
-    over the run) and ``server_pQ_floor_ms`` (the lower edge of that quantile's bucket: what the
-    histogram can vouch for). Means: ``client_mean_ms``, ``server_mean_ms`` and
+    first token, linearly interpolated), ``client_pQ_rank_ms`` (the client's ceil(q x n)-th
+    TTFT: the request ``histogram_quantile``'s rank points at), ``server_pQ_ms``
+    (``histogram_quantile`` of the servers' TTFT histogram over the run) and
+    ``server_pQ_floor_ms`` (the lower edge of that quantile's bucket: what the histogram can
+    vouch for). Means: ``client_mean_ms``, ``server_mean_ms`` and
     ``server_queue_plus_prefill_mean_ms`` (means add up, quantiles do not), plus the
     requests each side counted.
     """
@@ -157,6 +299,12 @@ def client_server_ttft(
             name = f"p{round(q * 100):d}"
             row[f"client_{name}_ms"] = (
                 float(np.percentile(client, q * 100) * 1e3) if client.size else math.nan
+            )
+            # histogram_quantile's rank q x count lands in the bucket of the ceil(q x n)-th value
+            row[f"client_{name}_rank_ms"] = (
+                float(np.percentile(client, q * 100, method="inverted_cdf") * 1e3)
+                if client.size
+                else math.nan
             )
             row[f"server_{name}_ms"] = histogram_quantile(q, ttft.bounds, ttft.cumulative) * 1e3
             row[f"server_{name}_floor_ms"] = _lower_edge(q, ttft) * 1e3
@@ -215,9 +363,10 @@ def check_client_ttft_covers_server(table: pd.DataFrame, *, slack_ms: float = 1.
     """The client's TTFT includes the server's: never below it within histogram resolution.
 
     Per row of :func:`client_server_ttft`: the client mean is at least the server's mean queue
-    + prefill time, and every client quantile is at least the lower edge of the server's
-    bucket for that quantile (the client measures the same requests plus network, gateway and
-    HTTP). Both sides must have counted the same number of requests.
+    + prefill time, and every client quantile (its ceil(q x n)-th TTFT, ``client_pQ_rank_ms``,
+    where the table has it) is at least the lower edge of the server's bucket for that quantile
+    (the client measures the same requests plus network, gateway and HTTP). Both sides must
+    have counted the same number of requests.
 
     Raises:
         ValidationError: naming the zone, the quantile and both numbers.
@@ -237,7 +386,11 @@ def check_client_ttft_covers_server(table: pd.DataFrame, *, slack_ms: float = 1.
             )
         for column in [c for c in table.columns if c.endswith("_floor_ms")]:
             name = column.removeprefix("server_").removesuffix("_floor_ms")
-            client = row[f"client_{name}_ms"]
+            # The floor bounds the server's ceil(q x n)-th TTFT, so the client's ceil(q x n)-th
+            # (each request's client TTFT includes its server TTFT) must reach it; a linearly
+            # interpolated client quantile need not, when one request crosses the bound.
+            ranked = f"client_{name}_rank_ms"
+            client = row[ranked] if ranked in row else row[f"client_{name}_ms"]
             if not client + slack_ms >= row[column]:
                 problems.append(
                     f"{zone}: client {name} TTFT {client:.1f} ms below the server's bucket "
@@ -246,6 +399,45 @@ def check_client_ttft_covers_server(table: pd.DataFrame, *, slack_ms: float = 1.
     if problems:
         raise ValidationError("client vs server TTFT: " + "; ".join(problems), problems)
     return f"OK: client TTFT >= server queue+prefill in all {len(table)} rows"
+
+
+def check_promql_within_bucket(
+    table: pd.DataFrame,
+    *,
+    server: str = "promql_ms",
+    client: str = "client_ms",
+    slack_ms: float = 25.0,
+) -> str:
+    """Prometheus's quantile and the client's agree within the width of the server's bucket.
+
+    ``histogram_quantile`` interpolates linearly inside one bucket, so the server's value can be
+    anywhere in ``bucket_from_ms``..``bucket_to_ms``; the client timed the same requests plus
+    its own path (gateway hop, HTTP: ``slack_ms``, which matters only where buckets are a few
+    milliseconds wide), so the two must not be further apart than that.
+
+    Raises:
+        ValidationError: no rows, or naming each zone/quantile where they differ by more.
+    """
+    if table.empty:
+        raise ValidationError("no quantiles to compare: did Prometheus return any series?")
+    problems = []
+    for row in table.to_dict("records"):
+        width = row["bucket_to_ms"] - row["bucket_from_ms"]
+        gap = abs(row[server] - row[client])
+        if not gap <= width + slack_ms:  # NaN fails too
+            problems.append(
+                f"{row['zone']} {row['metric']}: PromQL {row[server]:.1f} ms, client "
+                f"{row[client]:.1f} ms, {gap:.1f} ms apart; bucket {row['bucket_from_ms']:g}.."
+                f"{row['bucket_to_ms']:g} ms (+{slack_ms:g} ms for the client's path)"
+            )
+    if problems:
+        raise ValidationError("PromQL vs client: " + "; ".join(problems), problems)
+    gaps = (table[server] - table[client]).abs()
+    widths = table["bucket_to_ms"] - table["bucket_from_ms"]
+    return (
+        f"OK: all {len(table)} PromQL quantiles within their bucket's width of the client's "
+        f"(largest gap {gaps.max():.1f} ms; narrowest bucket {widths.min():g} ms)"
+    )
 
 
 def check_percentiles_match(table: pd.DataFrame, summary: LoadSummary, *, rel: float = 1e-6) -> str:

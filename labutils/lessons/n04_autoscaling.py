@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,14 @@ from labutils.targets import get_backend
 
 __all__ = [
     "CONTROLLER_SYNC_PERIOD_S",
+    "DecisionInputs",
     "adapter_rules",
     "back_at_min",
     "check_decisions_match",
     "check_scale_down_after_window",
     "check_scaled_up",
     "check_what_if_by_hand",
+    "decision_inputs",
     "decisions",
     "drill_backend",
     "drill_manifests",
@@ -57,6 +59,7 @@ __all__ = [
     "gpu_nodes_needed",
     "hpa_settings",
     "hpa_spec",
+    "metric_warnings",
     "node_pool_settings",
     "replay",
     "replica_counts",
@@ -77,16 +80,22 @@ def drill_backend(
     sync_period_s: float = CONTROLLER_SYNC_PERIOD_S,
     health_time_scale: float = 1.0,
     model_load_s: float | None = 2.0,
+    scrape_interval_s: float | None = None,
 ) -> Backend:
     """The backend for an autoscaling drill; the twin gets its HPA sync period and timings.
 
     ``model_load_s=None`` gives each group the HPA adds the start time of a real GPU group
     (node launch, image pull, weight load) times ``health_time_scale``, the twin's time factor.
-    On ``eks`` the options do not apply (the cluster's controller has its own sync period).
+    The twin's Prometheus scrapes the leaders every ``scrape_interval_s`` (default: the sync
+    period). The HPA reads the queue from Prometheus, so a scrape interval longer than the
+    sync period (the PodMonitor's 15 s against a 1 s drill sync) would feed it a queue up to
+    one interval old; on a cluster both are 15 s. On ``eks`` the options do not apply (the
+    cluster's controller and Prometheus have their own periods).
     """
     if lab_target(target) == "local":
-        return get_backend(target, sync_period_s=sync_period_s,
-                           time_scale=health_time_scale, model_load_s=model_load_s)  # fmt: skip
+        scrape_s = sync_period_s if scrape_interval_s is None else scrape_interval_s
+        return get_backend(target, sync_period_s=sync_period_s, time_scale=health_time_scale,
+                           model_load_s=model_load_s, scrape_interval_s=scrape_s)  # fmt: skip
     return get_backend(target)
 
 
@@ -276,6 +285,76 @@ def decisions(backend: Backend, hpa: str | None = None, *, since_s: float = 0.0)
         if column not in out:
             out[column] = np.nan
     return out[keep].sort_values("time_s").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class DecisionInputs:
+    """Where one logged HPA sync's metric came from: the PromQL and what it returned per pod."""
+
+    hpa: str
+    time_s: float  # the sync (Unix seconds)
+    metric: str  # the HPA's metric name (served by prometheus-adapter)
+    query: str  # the adapter rule's metricsQuery, rendered for the LWS's leader pods
+    eval_time_s: float  # when Prometheus evaluated it
+    pods: dict[str, float]  # per leader pod, as the HPA received it (milli-units)
+
+
+def decision_inputs(backend: Backend, hpa: str, time_s: float) -> DecisionInputs | None:
+    """The PromQL behind the HPA sync logged at ``time_s``, and the per-pod values it returned.
+
+    The twin logs them with every sync (``labutils.metrics.adapter``: the prometheus-adapter
+    rule rendered for the LWS's leaders, evaluated by Prometheus). A cluster's HPA keeps none
+    of it (``None``); a sync whose metric could not be fetched has none either (``None``).
+    """
+    frame = backend.hpa_events()
+    if frame.empty or "source" in frame or "hpa" not in frame:
+        return None
+    queries = [c for c in frame.columns if c.endswith(":query")]
+    rows = frame[frame["hpa"].eq(hpa) & (frame["time_s"] - time_s).abs().lt(1e-6)]
+    if rows.empty or not queries:
+        return None
+    row = rows.iloc[0]
+    metric = queries[0].removesuffix(":query")
+    if pd.isna(row[f"{metric}:query"]):
+        return None
+    pods = row[f"{metric}:pods"]
+    return DecisionInputs(
+        hpa=hpa,
+        time_s=float(row["time_s"]),
+        metric=metric,
+        query=str(row[f"{metric}:query"]),
+        eval_time_s=float(row[f"{metric}:eval_time_s"]),
+        pods={str(k): float(v) for k, v in (pods if isinstance(pods, dict) else {}).items()},
+    )
+
+
+def metric_warnings(backend: Backend, *, since_s: float = 0.0) -> pd.DataFrame:
+    """The HPAs' ``FailedGetPodsMetric`` warnings: object, message, how many syncs, first/last.
+
+    An HPA that cannot get its metric (e.g. before Prometheus has scraped new leaders, or a
+    broken adapter rule) logs this and keeps its replica count. ``first_s``/``last_s`` are
+    seconds after ``since_s`` (on ``eks``, from the events' timestamps).
+    """
+    events = backend.events()
+    columns = ["object", "message", "syncs", "first_s", "last_s"]
+    if events.empty or "reason" not in events:
+        return pd.DataFrame(columns=columns)
+    failed = events[events["reason"].eq("FailedGetPodsMetric")].copy()
+    if "time_s" in failed:
+        failed["at_s"] = failed["time_s"].astype(float)
+    else:  # a cluster's Events: RFC 3339 timestamps, a count per aggregated event
+        stamps = pd.to_datetime(failed["time"], utc=True, errors="coerce")
+        failed["at_s"] = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    failed = failed[failed["at_s"] >= since_s]
+    if failed.empty:
+        return pd.DataFrame(columns=columns)
+    counts = failed["count"] if "count" in failed else pd.Series(1, index=failed.index)
+    failed = failed.assign(syncs=counts.fillna(1).astype(int))
+    grouped = failed.groupby(["object", "message"], sort=False).agg(
+        syncs=("syncs", "sum"), first_s=("at_s", "min"), last_s=("at_s", "max")
+    )
+    grouped[["first_s", "last_s"]] = (grouped[["first_s", "last_s"]] - since_s).round(1)
+    return grouped.reset_index()[columns]
 
 
 def _samples(row: Any, average: float, pods: int) -> dict[str, list[PodSample]]:

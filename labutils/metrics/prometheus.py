@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,13 @@ __all__ = [
     "query",
     "query_range",
     "result_frame",
+    "rules",
+    "rules_frame",
+    "targets",
+    "targets_frame",
     "wait_for_alert",
+    "wait_for_no_alert",
+    "wait_scraped",
     "with_zone",
 ]
 
@@ -309,6 +316,98 @@ def alerts(source: Any) -> pd.DataFrame:
     return frame.sort_values(["alertname", "active_at_s"], ignore_index=True) if rows else frame
 
 
+def rules_frame(data: Mapping[str, Any]) -> pd.DataFrame:
+    """``/api/v1/rules`` data as one row per rule.
+
+    Columns: ``group``, ``interval_s`` (the group's evaluation interval), ``name``, ``type``
+    (``alerting``/``recording``), ``for_s`` (an alert's ``for:``, as loaded: the twin scales
+    it), ``state`` (an alert's ``inactive``/``pending``/``firing``), ``health``,
+    ``last_error``, ``query``.
+    """
+    rows = []
+    for group in data.get("groups") or []:
+        for rule in group.get("rules") or []:
+            rows.append({
+                "group": group.get("name", ""),
+                "interval_s": _number(group.get("interval")),
+                "name": rule.get("name", ""),
+                "type": rule.get("type", ""),
+                "for_s": _number(rule.get("duration", 0)),
+                "state": rule.get("state", ""),
+                "health": rule.get("health", ""),
+                "last_error": rule.get("lastError", ""),
+                "query": rule.get("query", ""),
+            })  # fmt: skip
+    columns = ["group", "interval_s", "name", "type", "for_s", "state", "health", "last_error",
+               "query"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def rules(source: Any) -> pd.DataFrame:
+    """The recording and alerting rules Prometheus evaluates (see :func:`rules_frame`).
+
+    Raises:
+        MetricsError: Prometheus is unreachable or refused the request.
+    """
+    api = prometheus_api(source)
+    return rules_frame(api_body(api.get("rules", {}), query="/api/v1/rules", url=api.url))
+
+
+def targets_frame(data: Mapping[str, Any]) -> pd.DataFrame:
+    """``/api/v1/targets`` data (active targets) as one row per target.
+
+    Columns: ``job``, ``namespace``, ``pod``, ``health`` (``up``/``down``/``unknown``),
+    ``scrape_interval_s``, ``last_scrape_s`` (Unix seconds), ``last_error``, ``scrape_url``.
+    """
+    rows = []
+    for target in data.get("activeTargets") or []:
+        labels = target.get("labels") or {}
+        last = target.get("lastScrape")
+        try:
+            last_s = pd.Timestamp(last).timestamp() if last else math.nan
+        except ValueError:
+            last_s = math.nan
+        interval = target.get("scrapeInterval")
+        rows.append({
+            "job": labels.get("job", ""),
+            "namespace": labels.get("namespace", ""),
+            "pod": labels.get("pod", ""),
+            "health": target.get("health", ""),
+            "scrape_interval_s": _duration_s(interval) if interval else math.nan,
+            "last_scrape_s": last_s,
+            "last_error": target.get("lastError", ""),
+            "scrape_url": target.get("scrapeUrl", ""),
+        })  # fmt: skip
+    columns = ["job", "namespace", "pod", "health", "scrape_interval_s", "last_scrape_s",
+               "last_error", "scrape_url"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values(["job", "pod"], ignore_index=True) if rows else frame
+
+
+def targets(source: Any) -> pd.DataFrame:
+    """The targets Prometheus scrapes now, with their interval and health (:func:`targets_frame`).
+
+    Raises:
+        MetricsError: Prometheus is unreachable or refused the request.
+    """
+    api = prometheus_api(source)
+    body = api.get("targets", {"state": "active"})
+    return targets_frame(api_body(body, query="/api/v1/targets", url=api.url))
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
+                    "y": 31536000}  # fmt: skip
+
+
+def _duration_s(text: str) -> float:
+    """A Prometheus duration (``15s``, ``1m30s``, ``500ms``) in seconds; NaN if unreadable."""
+    parts = _DURATION_PART.findall(str(text))
+    if not parts or "".join(n + u for n, u in parts) != str(text):
+        return math.nan
+    return float(sum(float(n) * _DURATION_UNIT_S[u] for n, u in parts))
+
+
 def wait_for_alert(
     source: Any,
     alertname: str,
@@ -344,6 +443,68 @@ def wait_for_alert(
             raise WaitTimeout(
                 f"alert {alertname}{{{where}}} not {state} after {timeout_s:.0f} s ({seen}); "
                 "see the rule's expr and for: window at /api/v1/rules"
+            )
+        time.sleep(poll_s)
+
+
+def wait_for_no_alert(
+    source: Any, alertname: str, *, timeout_s: float = 300.0, poll_s: float = 1.0, **labels: str
+) -> float:
+    """Poll :func:`alerts` until ``alertname`` with ``labels`` is neither pending nor firing.
+
+    E.g. before a drill, so that an alert left by an earlier fault is not taken for the new
+    one's. Returns the seconds waited.
+
+    Raises:
+        WaitTimeout: still pending or firing after ``timeout_s`` (its state is named).
+    """
+    start = time.monotonic()
+    while True:
+        frame = alerts(source)
+        mine = frame[frame["alertname"] == alertname] if not frame.empty else frame
+        for key, value in labels.items():
+            mine = mine[mine[key] == value] if key in mine else mine.iloc[0:0]
+        if mine.empty:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            where = ", ".join(f"{k}={v}" for k, v in labels.items())
+            state = ", ".join(sorted(set(mine["state"])))
+            raise WaitTimeout(
+                f"alert {alertname}{{{where}}} still {state} after {timeout_s:.0f} s; is the "
+                "condition still true (see /api/v1/rules)?"
+            )
+        time.sleep(poll_s)
+
+
+def wait_scraped(backend: Any, *, timeout_s: float = 60.0, poll_s: float = 0.25) -> pd.DataFrame:
+    """Wait until the target's Prometheus scraped every ready group leader successfully.
+
+    A new leader is first scraped after Prometheus's service discovery passes it on (at most
+    every 5 s) plus up to one scrape interval; a query before that misses the leader. Works on
+    both targets (``backend.endpoints()`` names the ready leaders, ``/api/v1/targets`` says
+    which are ``up``).
+
+    Returns:
+        :func:`targets` of the moment every ready leader was ``up``.
+
+    Raises:
+        WaitTimeout: a ready leader is still not scraped (named, with its last error).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = {g.group for g in backend.endpoints().groups if g.ready}
+        frame = targets(backend)
+        up = set(frame.loc[frame["health"].eq("up"), "pod"])
+        if ready and ready <= up:
+            return frame
+        if time.monotonic() > deadline:
+            errors = dict(zip(frame["pod"], frame["last_error"], strict=True))
+            detail = "; ".join(
+                f"{pod}: {errors.get(pod) or 'not discovered'}" for pod in sorted(ready - up)
+            )
+            raise WaitTimeout(
+                f"Prometheus {prometheus_api(backend).url} has not scraped every ready leader "
+                f"after {timeout_s:.0f} s: {detail or 'no ready group'}; see its targets page"
             )
         time.sleep(poll_s)
 

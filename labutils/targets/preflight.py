@@ -1,6 +1,7 @@
 """Preflight for either target: one row per check with what is wrong and the fix.
 
-Local checks (Python, cores, memory, HAProxy, state dir, a running twin, the manifests) live
+Local checks (Python, cores, memory, HAProxy, Prometheus, state dir, a running twin, the
+manifests) live
 here; the cluster's (API, CRDs, controllers, GPUs, quota) are :mod:."""
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "haproxy_version",
     "local_preflight",
     "preflight",
+    "prometheus_version",
 ]
 
 
@@ -99,6 +101,42 @@ def haproxy_version(executable: str | None = None) -> tuple[int, ...] | None:
         return None
     match = re.search(r"version (\d+)\.(\d+)(?:\.(\d+))?", out)
     return tuple(int(p) for p in match.groups() if p is not None) if match else None
+
+
+def prometheus_version(executable: str | None = None) -> tuple[int, ...] | None:
+    """The Prometheus server's version (``prometheus --version``), or ``None`` without one."""
+    exe = executable or _prometheus_path()
+    if not exe:
+        return None
+    try:
+        run = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"version (\d+)\.(\d+)\.(\d+)", run.stdout + run.stderr)
+    return tuple(int(p) for p in match.groups()) if match else None
+
+
+def _prometheus_path() -> str | None:
+    # where the twin looks for it (PATH, else Debian's /usr/bin)
+    from labutils.targets.twin.prometheus import prometheus_binary
+
+    try:
+        return prometheus_binary()
+    except LabError:
+        return None
+
+
+def _prometheus_row() -> dict[str, Any]:
+    # The twin runs its own Prometheus (scrapes the leaders, evaluates the alerting rules and
+    # serves the HPA's metric through the adapter rule): without it the twin does not start.
+    exe = _prometheus_path()
+    fix = "run scripts/setup-system.sh (apt-get install prometheus)"
+    if exe is None:
+        return _row("Prometheus", False, "not on PATH", fix)
+    version = prometheus_version(exe)
+    if version is None:
+        return _row("Prometheus", False, f"{exe}: 'prometheus --version' printed no version", fix)
+    return _row("Prometheus", True, f"{'.'.join(map(str, version))} ({exe})")
 
 
 def _haproxy_row() -> dict[str, Any]:
@@ -184,7 +222,7 @@ def local_preflight(
     Returns:
         One row per check: check, ok, detail, fix (empty where ok).
     """
-    rows = [_python_row(), _cpu_row(), _memory_row(), _haproxy_row()]
+    rows = [_python_row(), _cpu_row(), _memory_row(), _haproxy_row(), _prometheus_row()]
     rows += _state_dir_rows(Path(state_dir) if state_dir else default_state_dir())
     rows.append(_manifests_row(Path(source) if source else manifests_dir()))
     return pd.DataFrame(rows, columns=_COLUMNS)

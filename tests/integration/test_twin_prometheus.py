@@ -23,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from twin_fixtures import ENGINE, write_rendered
 from twin_gateway_client import send_requests
 
+from labutils import drills
+from labutils.lessons import n02_routing as routing
+from labutils.lessons import n04_autoscaling as autoscaling
 from labutils.manifests import render
 from labutils.metrics import prometheus as prom
 from labutils.metrics.adapter import adapter_rules_from_objects, build_pods_query
@@ -132,6 +135,10 @@ def test_hpa_input_is_the_adapter_rule_evaluated_by_prometheus(twin: Any) -> Non
         assert again == inputs
         usage = record[f"{METRIC}:usage"]
         assert usage == pytest.approx(sum(inputs.values()) / len(inputs), abs=1e-3)
+        # what notebook 04 shows for a logged decision: the same query, time and values
+        shown = autoscaling.decision_inputs(backend, "vllm-us-west-2a", record["time_s"])
+        assert shown is not None and shown.metric == METRIC
+        assert (shown.query, shown.eval_time_s, shown.pods) == (query, at_s, inputs)
         seen_queue = seen_queue or max(inputs.values()) > 0
     assert seen_queue, "the load never queued a request: the comparison proved little"
 
@@ -206,6 +213,12 @@ def test_a_wrong_metrics_query_breaks_autoscaling_visibly(
         warnings = events[(events["kind"] == "hpa-warning") & (events["time_s"] >= start)]
         assert set(warnings["reason"]) == {"FailedGetPodsMetric"}
         assert reported in warnings["message"].iloc[0]
+        # notebook 04's summary of them, and no query to show for that sync
+        summary = autoscaling.metric_warnings(backend, since_s=start).set_index("object")
+        assert set(summary.index) == {"vllm-us-west-2a", "vllm-us-west-2b"}  # the same rule
+        mine = summary.loc["vllm-us-west-2a"]
+        assert mine["syncs"] >= 1 and reported in mine["message"] and mine["first_s"] >= 0
+        assert autoscaling.decision_inputs(backend, "vllm-us-west-2a", row["time_s"]) is None
     finally:
         path.write_text(original)
         backend.up(rendered, timeout_s=30)
@@ -233,3 +246,24 @@ def test_zone_kill_fires_the_zone_alert_within_its_for_window(twin: Any) -> None
     active_at = float(firing["active_at_s"].iloc[0])
     assert killed - 1 <= active_at and fired - active_at >= for_s - 0.5  # pending for `for:`
     assert fired - killed <= for_s + 10, f"fired {fired - killed:.1f} s after the kill"
+
+
+def test_zone_outage_alert_timing_from_prometheus_and_resolution(twin: Any) -> None:
+    backend, _ = twin
+    timing = routing.alert_timing(backend)
+    assert timing.for_s == pytest.approx(60 * TIME_SCALE)  # the rule's 1m, scaled as loaded
+    assert timing.scrape_interval_s == 0.5
+    # an alert left by another test's kill would be taken for this one's: wait it out
+    prom.wait_for_no_alert(backend, routing.ZONE_ALERT, timeout_s=60, poll_s=0.25)
+    with drills.zone_outage(backend, "us-west-2a", ready_timeout_s=60) as killed_at_s:
+        wait_s = 2 * timing.fires_within_s + 30
+        firing = prom.wait_for_alert(backend, routing.ZONE_ALERT, zone="us-west-2a",
+                                     timeout_s=wait_s, poll_s=0.25)  # fmt: skip
+        seen_at_s = time.time()
+        now = prom.alerts(backend)
+    message = routing.check_zone_alert(firing, now, zone="us-west-2a", killed_at_s=killed_at_s,
+                                       seen_at_s=seen_at_s, timing=timing)  # fmt: skip
+    assert message.startswith("OK")
+    # the zone is back (zone_outage waited until ready) and Prometheus sees it: resolved
+    assert prom.wait_for_no_alert(backend, routing.ZONE_ALERT, zone="us-west-2a",
+                                  timeout_s=60, poll_s=0.25) >= 0  # fmt: skip

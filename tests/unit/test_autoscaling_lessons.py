@@ -146,3 +146,13 @@ def test_what_if_by_hand_check_compares_every_sync(dirs: tuple[Path, Path]) -> N
         autoscaling.check_what_if_by_hand(mine.assign(policy="mine"), library)
     empty = pd.DataFrame(columns=["time_s", "policy", "replicas"])
     assert autoscaling.check_what_if_by_hand(empty, empty).startswith("not checkable")
+
+
+def test_drill_backend_scrapes_as_often_as_the_hpa_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path))  # nothing is started: options only
+    backend = autoscaling.drill_backend("local", sync_period_s=1.0)
+    assert backend.options.scrape_interval_s == 1.0  # type: ignore[attr-defined]
+    slower = autoscaling.drill_backend("local", sync_period_s=1.0, scrape_interval_s=2.0)
+    assert slower.options.scrape_interval_s == 2.0  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -188,3 +189,57 @@ def test_checks_say_when_a_target_cannot_be_checked() -> None:
     assert drills.check_no_failover(blind).startswith("not checkable")  # type: ignore[union-attr]
     only = routing.StrategyComparison(A0, {"gateway": _load([(0.1, 0.2, "ok", B0)])})
     assert str(routing.check_strategies(only)).startswith("not checkable: only gateway ran")
+
+
+def _zone_alerts(zone: str, active_at_s: float, state: str = "firing") -> pd.DataFrame:
+    """Rows as labutils.metrics.prometheus.alerts() returns them."""
+    row = {"alertname": routing.ZONE_ALERT, "state": state, "active_at_s": active_at_s,
+           "value": 2.0, "summary": "s", "namespace": "vllm-lab", "severity": "critical",
+           "zone": zone}  # fmt: skip
+    return pd.DataFrame([row])
+
+
+TIMING = routing.AlertTiming(routing.ZONE_ALERT, "q", for_s=6.0, evaluation_interval_s=3.0,
+                             scrape_interval_s=1.5)  # fmt: skip
+
+
+def test_alert_timing_adds_scrape_evaluations_and_for() -> None:
+    assert TIMING.fires_within_s == 13.5
+    frame = TIMING.to_frame()
+    assert list(frame["seconds"]) == [1.5, 3.0, 6.0, 3.0, 13.5]
+
+
+def test_zone_alert_check_on_the_twin() -> None:
+    killed = 1000.0
+    firing = _zone_alerts("us-west-2a", killed + 2.6)
+    ok = routing.check_zone_alert(firing, firing, zone="us-west-2a", killed_at_s=killed,
+                                  seen_at_s=killed + 9.1, timing=TIMING)  # fmt: skip
+    assert ok.startswith("OK: VllmZoneNoReadyLeader{zone=us-west-2a} pending 2.6 s")
+    with pytest.raises(ValidationError, match="not firing"):
+        routing.check_zone_alert(_zone_alerts("us-west-2a", killed + 2.6, "pending"), firing,
+                                 zone="us-west-2a", killed_at_s=killed, seen_at_s=killed + 9.1,
+                                 timing=TIMING)  # fmt: skip
+    both = pd.concat([firing, _zone_alerts("us-west-2b", killed + 2.6)], ignore_index=True)
+    with pytest.raises(ValidationError, match=r"zones still serving: \['us-west-2b'\]"):
+        routing.check_zone_alert(firing, both, zone="us-west-2a", killed_at_s=killed,
+                                 seen_at_s=killed + 9.1, timing=TIMING)  # fmt: skip
+    with pytest.raises(ValidationError, match="less than its for: 6 s"):
+        routing.check_zone_alert(firing, firing, zone="us-west-2a", killed_at_s=killed,
+                                 seen_at_s=killed + 4.0, timing=TIMING)  # fmt: skip
+    with pytest.raises(ValidationError, match=r"later than the 13\.5 s bound"):
+        routing.check_zone_alert(_zone_alerts("us-west-2a", killed + 20), firing,
+                                 zone="us-west-2a", killed_at_s=killed, seen_at_s=killed + 30,
+                                 timing=TIMING)  # fmt: skip
+    stale = _zone_alerts("us-west-2a", killed - 10)  # left by an earlier fault
+    with pytest.raises(ValidationError, match="before the kill"):
+        routing.check_zone_alert(stale, stale, zone="us-west-2a", killed_at_s=killed,
+                                 seen_at_s=killed + 0.1, timing=TIMING)  # fmt: skip
+
+
+def test_zone_alert_timing_is_reported_not_checked_on_eks() -> None:
+    killed = 1000.0
+    late = _zone_alerts("us-west-2a", killed + 60)  # the pods drained first
+    message = routing.check_zone_alert(late, late, zone="us-west-2a", killed_at_s=killed,
+                                       seen_at_s=killed + 125, timing=TIMING,
+                                       target="eks")  # fmt: skip
+    assert message.startswith("OK:") and "timing not checked on eks" in message

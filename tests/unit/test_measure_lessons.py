@@ -10,9 +10,12 @@ import pytest
 
 from labutils.errors import ValidationError
 from labutils.lessons.n03_monitoring import (
+    PrometheusWindow,
+    bucket_of,
     check_client_ttft_covers_server,
     check_every_request_has_outcome,
     check_percentiles_match,
+    check_promql_within_bucket,
     check_quantiles_agree,
     check_senders_agree,
     check_sweep_past_knee,
@@ -65,6 +68,7 @@ def test_client_server_table_reads_both_sides() -> None:
     assert table.loc["all", "client_requests"] == 20
     assert table.loc["all", "server_requests"] == FIXTURE_COUNT
     assert table.loc["all", "client_p50_ms"] == pytest.approx(595.0)
+    assert table.loc["all", "client_p50_rank_ms"] == pytest.approx(590.0)  # the 10th of 20
     assert table.loc["all", "server_mean_ms"] == pytest.approx(FIXTURE_MEAN_S * 1e3)
     floor, p50 = table.loc["all", "server_p50_floor_ms"], table.loc["all", "server_p50_ms"]
     assert floor <= p50 and not math.isnan(floor)
@@ -85,6 +89,19 @@ def test_client_ttft_check() -> None:
     assert check_client_ttft_covers_server(_table(260.0)).startswith("OK")
     with pytest.raises(ValidationError, match=r"p50 TTFT 200\.0 ms below the server's bucket"):
         check_client_ttft_covers_server(_table(200.0))
+
+
+def test_client_ttft_check_compares_the_request_at_the_servers_rank() -> None:
+    # 83 requests, one above 500 ms: histogram_quantile's p99 rank (82.17) lands in the
+    # 500-750 ms bucket, while the client's interpolated p99 (495.9 ms) is below its floor;
+    # the client's 83rd TTFT (560 ms) is the one to compare.
+    row = {"zone": "all", "client_requests": 83, "server_requests": 83, "client_mean_ms": 330.0,
+           "server_queue_plus_prefill_mean_ms": 320.0, "client_p99_ms": 495.9,
+           "client_p99_rank_ms": 560.0, "server_p99_ms": 502.0,
+           "server_p99_floor_ms": 500.0}  # fmt: skip
+    assert check_client_ttft_covers_server(pd.DataFrame([row])).startswith("OK")
+    with pytest.raises(ValidationError, match=r"p99 TTFT 490\.0 ms below"):
+        check_client_ttft_covers_server(pd.DataFrame([row | {"client_p99_rank_ms": 490.0}]))
 
 
 def test_outcome_check_counts_every_scheduled_request() -> None:
@@ -165,3 +182,37 @@ def test_fixed_size_manifests_leave_out_only_the_hpas(tmp_path: Path) -> None:
     for zone in zones:
         names = {p.name for p in (out / "zones" / zone).iterdir()}
         assert "hpa.yaml" not in names and "lws.yaml" in names
+
+
+def test_bucket_of_finds_the_interpolation_bucket() -> None:
+    bounds = [0.25, 0.5, 0.75, math.inf]  # vLLM's TTFT bounds (s), a few of them
+    assert bucket_of(0.1, bounds) == (0.0, 0.25)  # the lowest bucket starts at 0
+    assert bucket_of(0.25, bounds) == (0.0, 0.25)  # upper bounds are inclusive (le)
+    assert bucket_of(0.3, bounds) == (0.25, 0.5)
+    assert bucket_of(0.75, bounds) == (0.5, 0.75)  # histogram_quantile's cap in +Inf's rank
+    assert bucket_of(9.0, bounds) == (0.75, math.inf)
+
+
+def test_promql_and_client_quantiles_within_the_bucket_width() -> None:
+    row = {"zone": "z", "metric": "ttft p99", "bucket_from_ms": 250.0, "bucket_to_ms": 500.0}
+    close = pd.DataFrame([row | {"promql_ms": 497.0, "client_ms": 431.0}])
+    assert check_promql_within_bucket(close).startswith("OK: all 1 PromQL quantiles")
+    far = pd.DataFrame([row | {"promql_ms": 497.0, "client_ms": 200.0}])
+    # a few-ms bucket: the client's own path (gateway, HTTP) is allowed on top of its width
+    narrow = {"zone": "z", "metric": "ttft p99", "bucket_from_ms": 1.0, "bucket_to_ms": 5.0}
+    small = pd.DataFrame([narrow | {"promql_ms": 5.0, "client_ms": 11.3}])
+    assert check_promql_within_bucket(small).startswith("OK")
+    with pytest.raises(ValidationError, match=r"bucket 1..5 ms \(\+1 ms"):
+        check_promql_within_bucket(small, slack_ms=1.0)
+    with pytest.raises(ValidationError, match=r"z ttft p99: PromQL 497.0 ms, client 200.0 ms"):
+        check_promql_within_bucket(far)
+    with pytest.raises(ValidationError, match="no quantiles"):
+        check_promql_within_bucket(close.iloc[0:0])
+    with pytest.raises(ValidationError):  # a missing value never passes
+        check_promql_within_bucket(close.assign(promql_ms=math.nan))
+
+
+def test_prometheus_window_reaches_back_to_the_first_scrape() -> None:
+    span = PrometheusWindow(1000.25, 1013.5, pd.DataFrame())
+    assert span.duration_s == pytest.approx(13.25)
+    assert span.window == "13251ms"  # 1 ms more: the first scrape is inside either way

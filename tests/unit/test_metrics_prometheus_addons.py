@@ -19,7 +19,14 @@ from labutils.metrics.addons import (
     monitoring_addons,
     prometheus_rules,
 )
-from labutils.metrics.prometheus import api_body, lab_queries, result_frame, with_zone
+from labutils.metrics.prometheus import (
+    api_body,
+    lab_queries,
+    result_frame,
+    rules_frame,
+    targets_frame,
+    with_zone,
+)
 from labutils.targets.twin.prometheus import promtool_binary
 
 URL = "http://127.0.0.1:9"
@@ -46,6 +53,41 @@ def test_vector_and_matrix_become_rows_with_label_columns() -> None:
     assert scalar.to_dict("records") == [{"time_s": 5.0, "value": 2.0}]
     empty = result_frame({"resultType": "vector", "result": []})
     assert empty.empty and list(empty.columns) == ["time_s", "value"]
+
+
+# /api/v1/rules and /api/v1/targets data as Prometheus 2.42 (Debian 12) returns them (abridged)
+RULES = {"groups": [{
+    "name": "vllm-lab.fleet", "file": "/state/prometheus/rules/monitoring-vllm-lab-alerts.yaml",
+    "interval": 3, "limit": 0, "evaluationTime": 0.005, "lastEvaluation": "2026-12-04T20:06:52Z",
+    "rules": [{
+        "state": "firing", "name": "VllmZoneNoReadyLeader", "query": "count by (zone) (up)",
+        "duration": 6, "keepFiringFor": 0, "labels": {"severity": "critical"},
+        "annotations": {"summary": "s"}, "alerts": [], "health": "ok",
+        "evaluationTime": 0.001, "lastEvaluation": "2026-12-04T20:06:52Z", "type": "alerting",
+    }],
+}]}  # fmt: skip
+TARGETS = {"activeTargets": [{
+    "discoveredLabels": {"__address__": "127.0.0.1:33285"},
+    "labels": {"container": "vllm", "endpoint": "http", "instance": "127.0.0.1:33285",
+               "job": "vllm-lab/vllm", "namespace": "vllm-lab", "pod": "vllm-us-west-2c-1"},
+    "scrapePool": "podMonitor/vllm-lab/vllm/0", "scrapeUrl": "http://127.0.0.1:33285/metrics",
+    "globalUrl": "http://vm:33285/metrics", "lastError": "",
+    "lastScrape": "2026-12-04T20:06:52.614333409Z", "lastScrapeDuration": 0.004,
+    "health": "up", "scrapeInterval": "1m30s", "scrapeTimeout": "10s",
+}], "droppedTargets": []}  # fmt: skip
+
+
+def test_rules_and_targets_become_rows() -> None:
+    (rule,) = rules_frame(RULES).to_dict("records")
+    assert rule["name"] == "VllmZoneNoReadyLeader" and rule["type"] == "alerting"
+    assert (rule["interval_s"], rule["for_s"], rule["state"]) == (3.0, 6.0, "firing")
+    assert list(rules_frame({"groups": []}).columns)[:3] == ["group", "interval_s", "name"]
+    (target,) = targets_frame(TARGETS).to_dict("records")
+    assert (target["pod"], target["job"], target["health"]) == ("vllm-us-west-2c-1",
+                                                                "vllm-lab/vllm", "up")  # fmt: skip
+    assert target["scrape_interval_s"] == 90.0
+    assert target["last_scrape_s"] == pytest.approx(1796414812.614333, abs=1e-3)
+    assert targets_frame({"activeTargets": []}).empty
 
 
 def test_a_refused_query_names_query_and_url() -> None:

@@ -34,6 +34,26 @@ def test_local_preflight_passes_here(tmp_path: Path) -> None:
     if shutil.which("haproxy"):
         version = target_preflight.haproxy_version()
         assert version is not None and version[:2] >= target_preflight.MIN_HAPROXY
+    prometheus = target_preflight.prometheus_version()
+    assert checks.loc["Prometheus", "ok"] == (prometheus is not None)
+    if prometheus is not None:
+        assert ".".join(map(str, prometheus)) in checks.loc["Prometheus", "detail"]
+
+
+def test_prometheus_version_parses_the_server_banner(tmp_path: Path) -> None:
+    # Debian 12's `prometheus --version` banner, and a binary that prints no version
+    banner = tmp_path / "prometheus"
+    banner.write_text(
+        "#!/bin/sh\n"
+        "echo 'prometheus, version 2.42.0+ds (branch: debian/sid, revision: 2.42.0+ds-5)'\n"
+    )
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nexit 0\n")
+    for script in (banner, silent):
+        script.chmod(0o755)
+    assert target_preflight.prometheus_version(str(banner)) == (2, 42, 0)
+    assert target_preflight.prometheus_version(str(silent)) is None
+    assert target_preflight.prometheus_version(str(tmp_path / "missing")) is None
 
 
 def test_stale_twin_state_fails_with_the_reset_command(tmp_path: Path) -> None:
@@ -89,7 +109,8 @@ def test_cli_preflight_and_plan(
     code = main(["preflight", "--target", "local"])
     out = capsys.readouterr().out
     assert "manifests render and validate" in out and "state dir writable" in out
-    assert code == (0 if shutil.which("haproxy") else 1)
+    tools = shutil.which("haproxy") and target_preflight.prometheus_version()
+    assert code == (0 if tools else 1)
     assert main(["plan", "--out", str(tmp_path / "rendered")]) == 0
     out = capsys.readouterr().out
     assert "LeaderWorkerSet" in out and "vllm-us-west-2c-api" in out

@@ -98,6 +98,11 @@ def test_every_leader_is_a_target_labelled_as_on_the_cluster(twin: Any) -> None:
         assert labels["job"] == "vllm-lab/vllm"
     frame = prom.query(backend, "vllm:num_requests_waiting")
     assert sorted(frame["pod"]) == sorted(leaders)  # one series per group
+    # the PodMonitor's relabelings put the zone and the LWS group on every series
+    by_pod = {g.group: g for g in backend.endpoints().groups}
+    for row in frame.itertuples():
+        assert row.zone == by_pod[row.pod].zone, row
+        assert row.lws == f"vllm-{row.zone}" and row.pod == f"{row.lws}-{row.group_index}"
     zoned = prom.query(backend, prom.with_zone('vllm:num_requests_waiting{namespace="vllm-lab"}'))
     assert {(r.pod, r.zone) for r in zoned.itertuples()} == {
         (g.group, g.zone) for g in backend.endpoints().groups

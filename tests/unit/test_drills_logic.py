@@ -147,6 +147,31 @@ def test_strategy_check_needs_less_traffic_on_the_slow_group() -> None:
     assert isinstance(figures.plot_strategies(frame), Figure)
 
 
+def test_strategy_check_holds_the_best_load_aware_p99_to_the_static_split() -> None:
+    slow, fast = A0, B0
+
+    def load(first_token_s: float, on_slow: int) -> LoadTestResult:
+        rows = [(i * 0.1, i * 0.1 + 0.1, "ok", slow if i < on_slow else fast) for i in range(20)]
+        result = _load(rows)
+        for record in result.records:
+            record.first_token_s = record.sent_s + (first_token_s if record.group == slow else 0.1)
+        return result
+
+    weighted = load(2.0, 10)
+    # least-request no better in the tail (as at light load), queue-aware clearly better
+    comparison = routing.StrategyComparison(
+        slow,
+        {"weighted": weighted, "least-request": load(2.5, 2), "queue-aware": load(0.5, 1)},
+        static_share=0.25,
+    )
+    assert isinstance(routing.check_strategies(comparison), pd.DataFrame)
+    no_better = routing.StrategyComparison(
+        slow, {"weighted": weighted, "least-request": load(2.5, 2)}, static_share=0.25
+    )
+    with pytest.raises(ValidationError, match="best load-aware strategy least-request: TTFT p99"):
+        routing.check_strategies(no_better)
+
+
 def test_run_drill_rejects_unknown_or_unbounded_drills() -> None:
     with pytest.raises(ConfigError, match="choose one of: zone-kill"):
         drills.run_drill(None, "meteor")  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ import yaml
 from labutils import catalog
 from labutils.config import LabConfig, load_config, manifests_dir
 from labutils.errors import ConfigError
+from labutils.kube.labels import GPU_RESOURCE
 from labutils.manifests.loader import load_objects
 from labutils.manifests.render import render
 from labutils.manifests.settings import PROFILES, cluster_settings, profile_config
@@ -54,7 +55,6 @@ IMAGE_GB = 10.0
 JUPYTER_CPU = 1.0
 SYSTEM_NODE_VCPUS = 8
 _MIN_SYSTEM_NODES = 2
-_GPU = "nvidia.com/gpu"
 
 
 def load_line_items() -> dict[str, dict[str, Any]]:
@@ -184,7 +184,7 @@ def _nodepool_limits(cfg: LabConfig, source: Path) -> dict[str, int]:
         for obj in load_objects(Path(tmp) / "zones"):
             if obj.kind == "NodePool":
                 zone = obj.labels.get("vllm-lws-lab.io/zone", "")
-                limits[zone] = int(str((obj.get("spec", "limits") or {}).get(_GPU, "0")))
+                limits[zone] = int(str((obj.get("spec", "limits") or {}).get(GPU_RESOURCE, "0")))
         return limits
 
 

@@ -70,7 +70,6 @@ __all__ = [
 
 # kube-controller-manager --horizontal-pod-autoscaler-sync-period default
 CONTROLLER_SYNC_PERIOD_S = 15.0
-_GPU = GPU_RESOURCE
 
 
 # --- set-up --------------------------------------------------------------------------------
@@ -696,7 +695,7 @@ def gpu_nodes_needed(rendered_dir: str | Path, zone: str, replicas: Sequence[int
     pod = template.get("leaderTemplate") or template["workerTemplate"]
     node_type = pod["spec"]["nodeSelector"][INSTANCE_TYPE_LABEL]
     container = pod["spec"]["containers"][0]
-    pod_gpus = int(container["resources"]["limits"][_GPU])
+    pod_gpus = int(container["resources"]["limits"][GPU_RESOURCE])
     node = catalog.instance_type(node_type)
     pods_per_node = node.gpus // pod_gpus if pod_gpus else 0
     if pods_per_node < 1:
@@ -704,7 +703,7 @@ def gpu_nodes_needed(rendered_dir: str | Path, zone: str, replicas: Sequence[int
     pool = {
         o.kind: o.data for o in load_objects(Path(rendered_dir) / "zones" / zone / "karpenter.yaml")
     }
-    limit = int(str(pool["NodePool"]["spec"].get("limits", {}).get(_GPU, "0")) or 0)
+    limit = int(str(pool["NodePool"]["spec"].get("limits", {}).get(GPU_RESOURCE, "0")) or 0)
     rows = []
     for count in (int(r) for r in replicas):
         pods = count * size

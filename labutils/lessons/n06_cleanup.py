@@ -38,7 +38,6 @@ __all__ = [
 # (they explain a crash after the fact and are not running state).
 _STATE_FILES = ("state.json", "controller.json", "haproxy.sock", "master.sock")
 
-_LAB_LABEL = LAB_LABEL
 # Kinds `labctl reset --target eks` deletes (labutils.targets.eks.RESET_KINDS, without importing
 # the kubernetes client on the local target).
 RESET_KINDS = ("HTTPRoute", "Gateway", "ScaledObject", "HorizontalPodAutoscaler", "PodMonitor",
@@ -199,13 +198,13 @@ def eks_reset_scope(rendered: str | Path) -> pd.DataFrame:
     for obj in objects:
         labels = (obj.data.get("metadata") or {}).get("labels") or {}
         rel = obj.file.relative_to(root)
-        labelled = labels.get(_LAB_LABEL) == "vllm-lws-lab"
+        labelled = labels.get(LAB_LABEL) == "vllm-lws-lab"
         if rel.parts[0] == "optional":
             action, why = "—", "optional/ is never applied (KEDA replaces the HPAs)"
         elif obj.namespace and obj.namespace not in lab_namespaces and obj.kind in RESET_KINDS:
             action, why = "keep", f"namespace {obj.namespace} is not a lab namespace"
         elif obj.kind in RESET_KINDS and labelled:
-            action, why = "delete", f"kind {obj.kind} + label {_LAB_LABEL}=vllm-lws-lab"
+            action, why = "delete", f"kind {obj.kind} + label {LAB_LABEL}=vllm-lws-lab"
         elif obj.kind in _PARTICIPANT_KINDS:
             action, why = "keep", "belongs to the namespace: 'labctl participants delete'"
         elif obj.namespace is None:

@@ -19,6 +19,8 @@ from labutils.kube.labels import (
     GPU_RESOURCE,
     INSTANCE_TYPE_LABEL,
     LWS_LABEL_PREFIX,
+    LWS_NAME_LABEL,
+    LWS_WORKER_INDEX_LABEL,
     NODE_ZONE_LABEL,
     ZONE_LABEL,
 )
@@ -34,18 +36,6 @@ __all__ = [
     "service_selection",
     "zone_placement",
 ]
-
-
-_GPU = GPU_RESOURCE
-
-
-_ZONE_LABEL = ZONE_LABEL
-
-
-_LWS_LABEL = LWS_LABEL_PREFIX
-
-
-_INSTANCE_LABEL = INSTANCE_TYPE_LABEL
 
 
 # --- reading the rendered manifests ----------------------------------------------------------
@@ -71,7 +61,7 @@ def _objects(rendered: str | Path) -> list[LoadedObject]:
 
 def _zone(obj: LoadedObject) -> str:
     labels = (obj.data.get("metadata") or {}).get("labels") or {}
-    return str(labels.get(_ZONE_LABEL, ""))
+    return str(labels.get(ZONE_LABEL, ""))
 
 
 def _lws_objects(rendered: str | Path) -> list[LoadedObject]:
@@ -105,7 +95,9 @@ def _container(template: dict[str, Any]) -> dict[str, Any]:
 
 def _gpus(container: dict[str, Any]) -> int:
     resources = container.get("resources") or {}
-    value = (resources.get("limits") or {}).get(_GPU) or (resources.get("requests") or {}).get(_GPU)
+    value = (resources.get("limits") or {}).get(GPU_RESOURCE) or (
+        resources.get("requests") or {}
+    ).get(GPU_RESOURCE)
     return int(value or 0)
 
 
@@ -114,7 +106,7 @@ def _serve_args(container: dict[str, Any]) -> VllmServeArgs:
 
 
 def _instance_type(template: dict[str, Any]) -> str:
-    return str((template["spec"].get("nodeSelector") or {}).get(_INSTANCE_LABEL, ""))
+    return str((template["spec"].get("nodeSelector") or {}).get(INSTANCE_TYPE_LABEL, ""))
 
 
 def deployment_plan(rendered: str | Path) -> pd.DataFrame:
@@ -145,12 +137,12 @@ def deployment_plan(rendered: str | Path) -> pd.DataFrame:
                        for m in spec.get("metrics", [])]  # fmt: skip
             detail = f"scales {spec['scaleTargetRef']['name']} on {', '.join(metrics)}"
         elif obj.kind == "NodePool":
-            gpus = int((spec.get("limits") or {}).get(_GPU, 0) or 0) or None
+            gpus = int((spec.get("limits") or {}).get(GPU_RESOURCE, 0) or 0) or None
             detail = "GPU limit of the zone's nodes"
         elif obj.kind == "Service":
             selector = spec.get("selector") or {}
             detail = f"{spec.get('type', 'ClusterIP')}, selects " + ", ".join(
-                f"{k.removeprefix(_LWS_LABEL)}={v}" for k, v in selector.items()
+                f"{k.removeprefix(LWS_LABEL_PREFIX)}={v}" for k, v in selector.items()
             )
         elif obj.kind == "HTTPRoute":
             refs = [r for rule in spec.get("rules", []) for r in rule.get("backendRefs", [])]
@@ -196,7 +188,9 @@ def zone_placement(rendered: str | Path) -> pd.DataFrame:
             "lws": lws.name, "zone_label": _zone(lws),
             "required_node_zone": ", ".join(zones),
             "instance_type": _instance_type(_template(lws, "leader")),
-            "gpu_toleration": any(t.get("key") == _GPU for t in spec.get("tolerations", [])),
+            "gpu_toleration": any(
+                t.get("key") == GPU_RESOURCE for t in spec.get("tolerations", [])
+            ),
             "model_cache_pvc": ", ".join(claims),
             "replicas": int(lws.data["spec"].get("replicas", 1)),
         })  # fmt: skip
@@ -311,7 +305,10 @@ def service_selection(rendered: str | Path, pods: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for pod in pods.itertuples():
         suffix = str(pod.pod).rsplit("-", 1)[-1] if pod.role == "worker" else "0"
-        labels = {_LWS_LABEL + "name": str(pod.lws), _LWS_LABEL + "worker-index": suffix}
+        labels = {
+            LWS_NAME_LABEL: str(pod.lws),
+            LWS_WORKER_INDEX_LABEL: suffix,
+        }
         chosen = [s.name for s in services if _selects((s.data.get("spec") or {}).get(
             "selector") or {}, labels)]  # fmt: skip
         rows.append({"zone": pod.zone, "pod": pod.pod, "role": pod.role,

@@ -34,7 +34,12 @@ from kubernetes.utils import parse_quantity
 from labutils._progress import progress_bar, show_progress
 from labutils.config import LabConfig, load_config, manifests_dir
 from labutils.errors import ClusterError, ConfigError, EndpointError, WaitTimeout
-from labutils.kube.labels import LWS_LABEL_PREFIX, NODE_ZONE_LABEL
+from labutils.kube.labels import (
+    LWS_GROUP_INDEX_LABEL,
+    LWS_NAME_LABEL,
+    LWS_WORKER_INDEX_LABEL,
+    NODE_ZONE_LABEL,
+)
 from labutils.kube.objects import LAB_LABEL, LAB_SELECTOR, ZONE_LABEL, load_rendered
 from labutils.manifests.schemas import CLUSTER_SCOPED_KINDS
 from labutils.protocol import Endpoints, GroupEndpoint, MetricsScrape, PrometheusApi
@@ -45,7 +50,6 @@ from labutils.vllm_args import parse_vllm_serve
 __all__ = ["INSTRUCTOR_KINDS", "RESET_KINDS", "SCOPES", "EksBackend"]
 
 LWS_API = "leaderworkerset.x-k8s.io/v1"
-LWS_LABEL = LWS_LABEL_PREFIX
 
 # What ``reset`` deletes (when labelled as the lab's), most dependent first. Namespaces, RBAC
 # and quotas are the participants' (``labctl participants delete``), so reset keeps them.
@@ -473,10 +477,10 @@ class EksBackend:
         return pd.DataFrame(rows, columns=columns)
 
     def _phases(self, names: list[str]) -> dict[str, str]:
-        pods = self._list("v1", "Pod", self.namespace, LWS_LABEL + "name")
+        pods = self._list("v1", "Pod", self.namespace, LWS_NAME_LABEL)
         by_lws: dict[str, list[str]] = {n: [] for n in names}
         for pod in pods:
-            name = (pod["metadata"].get("labels") or {}).get(LWS_LABEL + "name", "")
+            name = (pod["metadata"].get("labels") or {}).get(LWS_NAME_LABEL, "")
             if name in by_lws:
                 by_lws[name].append(pod_phase(pod))
         return {name: _least_advanced(found) for name, found in by_lws.items()}
@@ -529,14 +533,14 @@ class EksBackend:
 
     def groups(self) -> pd.DataFrame:
         """One row per pod: zone, lws, group, pod, role, node, ready, restarts, phase."""
-        pods = self._list("v1", "Pod", self.namespace, LWS_LABEL + "name")
+        pods = self._list("v1", "Pod", self.namespace, LWS_NAME_LABEL)
         zones_by_node = self._node_zones()
         rows = []
         for pod in pods:
             labels = pod["metadata"].get("labels") or {}
-            lws = labels.get(LWS_LABEL + "name", "")
-            group_index = labels.get(LWS_LABEL + "group-index", "")
-            worker_index = labels.get(LWS_LABEL + "worker-index", "")
+            lws = labels.get(LWS_NAME_LABEL, "")
+            group_index = labels.get(LWS_GROUP_INDEX_LABEL, "")
+            worker_index = labels.get(LWS_WORKER_INDEX_LABEL, "")
             status = pod.get("status") or {}
             node = (pod.get("spec") or {}).get("nodeName") or ""
             statuses = status.get("containerStatuses") or []

@@ -32,8 +32,6 @@ from labutils.targets.eks._connect import Connection, api_errors, connect, crd_h
 
 __all__ = ["preflight"]
 
-_GPU = GPU_RESOURCE
-_ZONE = NODE_ZONE_LABEL
 _EFS_PROVISIONER = "efs.csi.aws.com"
 _DEVICE_PLUGIN = "app.kubernetes.io/name=nvidia-device-plugin"
 _ADDONS = "labctl instructor addons --print"
@@ -258,23 +256,23 @@ def _gpu_capacity(conn: Connection, config: LabConfig) -> list[dict[str, Any]]:
         for req in (pool.get("spec") or {}).get("template", {}).get("spec", {}).get(
             "requirements"
         ) or []:
-            if req.get("key") == _ZONE and req.get("operator") == "In":
+            if req.get("key") == NODE_ZONE_LABEL and req.get("operator") == "In":
                 for zone in req.get("values") or []:
                     pools[str(zone)] = pool
     gpus: dict[str, int] = {}
     node_count: dict[str, int] = {}
     for node in nodes:
-        zone = (node["metadata"].get("labels") or {}).get(_ZONE, "")
-        count = int((node.get("status") or {}).get("allocatable", {}).get(_GPU, 0) or 0)
+        zone = (node["metadata"].get("labels") or {}).get(NODE_ZONE_LABEL, "")
+        count = int((node.get("status") or {}).get("allocatable", {}).get(GPU_RESOURCE, 0) or 0)
         if count:
             gpus[zone] = gpus.get(zone, 0) + count
             node_count[zone] = node_count.get(zone, 0) + 1
     rows = []
     for zone in config.zones:
-        detail = f"{node_count.get(zone, 0)} nodes, {gpus.get(zone, 0)} {_GPU} allocatable"
+        detail = f"{node_count.get(zone, 0)} nodes, {gpus.get(zone, 0)} {GPU_RESOURCE} allocatable"
         pool = pools.get(zone)
         if pool:
-            limit = ((pool.get("spec") or {}).get("limits") or {}).get(_GPU, "no limit")
+            limit = ((pool.get("spec") or {}).get("limits") or {}).get(GPU_RESOURCE, "no limit")
             detail += (
                 f"; Karpenter NodePool {pool['metadata']['name']} launches more on demand "
                 f"(limit {limit} GPUs)"
@@ -346,7 +344,7 @@ def _quota(
     hard = math.inf
     for quota in quotas.get("items", []):
         limits = (quota.get("spec") or {}).get("hard") or {}
-        for key in (f"requests.{_GPU}", _GPU):
+        for key in (f"requests.{GPU_RESOURCE}", GPU_RESOURCE):
             if key in limits:
                 hard = min(hard, float(limits[key]))
     if math.isinf(hard):
@@ -354,6 +352,7 @@ def _quota(
     return _row(
         check,
         hard >= need,
-        f"quota {hard:g} {_GPU}, lab needs {need} (zones x replicas x TP x PP)",
-        f"raise requests.{_GPU} in the namespace's ResourceQuota or lower replicas in lab.yaml",
+        f"quota {hard:g} {GPU_RESOURCE}, lab needs {need} (zones x replicas x TP x PP)",
+        f"raise requests.{GPU_RESOURCE} in the namespace's ResourceQuota or lower replicas in "
+        "lab.yaml",
     )

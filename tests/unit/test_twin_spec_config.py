@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 from twin_fixtures import route, write_rendered, zone_objects
 
 from labutils.errors import ConfigError, ManifestError, TwinError
-from labutils.targets.twin.controller import series_value
+from labutils.metrics.parse import sample_value
 from labutils.targets.twin.haproxy import (
     STRATEGIES,
     HaproxyLayout,
@@ -145,32 +145,32 @@ def test_strict_and_pool_strategies(tmp_path: Path) -> None:
         _render(tmp_path, "random", {"us-west-2a": 1})
 
 
-def test_series_value_sums_labelled_samples() -> None:
+def test_sample_value_sums_labelled_samples() -> None:
     text = (
         "# TYPE vllm:num_requests_waiting gauge\n"
         'vllm:num_requests_waiting{model_name="a"} 3.0\n'
         'vllm:num_requests_waiting{model_name="b"} 2.0\n'
         "vllm:num_requests_waiting_total 100\n"
     )
-    assert series_value(text, "vllm:num_requests_waiting") == 5.0
-    assert series_value(text, "vllm:num_requests_running") is None
+    assert sample_value(text, "vllm:num_requests_waiting") == 5.0
+    assert sample_value(text, "vllm:num_requests_running") is None
 
 
-def test_series_value_reads_a_sample_with_a_timestamp_as_its_value() -> None:
+def test_sample_value_reads_a_sample_with_a_timestamp_as_its_value() -> None:
     # The exposition format allows "name{labels} value timestamp_ms"; the twin's old prefix
-    # parser took the last field (the timestamp) as the value.
+    # parser took the last field (the timestamp) as the value; it now reads through the one parser.
     text = (
         "# TYPE vllm:num_requests_waiting gauge\n"
         'vllm:num_requests_waiting{model_name="a"} 3 1700000000000\n'
         'vllm:num_requests_waiting{model_name="b"} 4.5 1700000000000\n'
     )
-    assert series_value(text, "vllm:num_requests_waiting") == 7.5
+    assert sample_value(text, "vllm:num_requests_waiting") == 7.5
 
 
-def test_series_value_on_real_vllm_scrape(data_dir: Path) -> None:
+def test_sample_value_on_real_vllm_scrape(data_dir: Path) -> None:
     text = (data_dir / "vllm-0.32.0-cpu-metrics.txt").read_text()
-    assert series_value(text, "vllm:num_requests_waiting") is not None
-    assert series_value(text, "vllm:kv_cache_usage_perc") is not None
+    assert sample_value(text, "vllm:num_requests_waiting") is not None
+    assert sample_value(text, "vllm:kv_cache_usage_perc") is not None
 
 
 def test_route_timeout_maps_to_haproxy(tmp_path: Path) -> None:

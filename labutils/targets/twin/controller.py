@@ -33,7 +33,6 @@ from aiohttp import web
 from labutils.errors import LabError, MetricsError, TwinError
 from labutils.kube.hpa import Autoscaler, PodSample
 from labutils.metrics.adapter import AdapterError, PodsMetric, pods_metric_async
-from labutils.metrics.parse import sample_value
 from labutils.targets.twin import haproxy as hp
 from labutils.targets.twin import prometheus as prom
 from labutils.targets.twin.options import TwinOptions
@@ -41,7 +40,7 @@ from labutils.targets.twin.ports import free_ports
 from labutils.targets.twin.spec import TwinSpec, ZoneSpec, load_twin_spec
 from labutils.targets.twin.state import append_event, record_of, write_state
 
-__all__ = ["main", "series_value"]
+__all__ = ["main"]
 
 _READY_POLL_S = 0.2
 _QUEUE_POLL_S = 0.25
@@ -74,15 +73,6 @@ class _Group:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}" if self.port else ""
-
-
-def series_value(text: str, series: str) -> float | None:
-    """Sum of every sample of ``series`` in a Prometheus text scrape (``None`` if absent).
-
-    Read with the package's one parser (:func:`labutils.metrics.parse.sample_value`), so a
-    sample carrying a timestamp is read as its value, not as the timestamp.
-    """
-    return sample_value(text, series)
 
 
 class _Controller:
